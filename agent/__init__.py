@@ -1,0 +1,1 @@
+"""The Deploy Console agent: connects, registers, downloads, installs, reports."""

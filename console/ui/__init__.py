@@ -1,0 +1,1 @@
+"""Windows, item models, delegates and dialogs: the only place that draws."""

@@ -1,0 +1,302 @@
+"""The wire contract between server, agents and consoles: events, payloads, statuses.
+
+This is the one place where event names and payload shapes are defined. `server/`,
+`agent/` and `console/` import it; it imports nothing of theirs and nothing of Qt.
+Every inbound payload is parsed with one of the models below at the boundary
+(`parse_payload`), so a handler only ever sees a valid, size-bounded object.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+PROTOCOL_VERSION = 1
+
+# --- event names -------------------------------------------------------------
+
+# agent -> server
+AGENT_REGISTER = "agent_register"
+JOIN_ROOM = "join_room"
+SOFTWARE_INSTALLATION_STATUS = "software_installation_status"
+SOFTWARE_DOWNLOAD_PROGRESS = "software_download_progress"
+
+# server -> agent (to room <agent_id>)
+REGISTRATION_SUCCESS = "registration_success"
+INSTALL_SOFTWARE = "install_software"
+CANCEL_DEPLOYMENT = "cancel_deployment"
+
+# server -> consoles (room "consoles")
+CONSOLES_ROOM = "consoles"
+SOFTWARE_DEPLOYMENT_UPDATE = "software_deployment_update"
+DEVICE_UPDATE = "device_update"
+DEPLOYMENT_UPDATE = "deployment_update"
+
+# --- statuses ----------------------------------------------------------------
+
+
+class AgentStatus(StrEnum):
+    """What an agent reports in `software_installation_status`."""
+
+    IN_PROGRESS = "in_progress"
+    DOWNLOADING = "downloading"
+    INSTALLING = "installing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class TargetStatus(StrEnum):
+    """The state of one device within one deployment (`deployment_targets.status`)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_TARGET
+
+
+_TERMINAL_TARGET = frozenset(
+    {TargetStatus.SUCCESS, TargetStatus.FAILED, TargetStatus.CANCELLED}
+)
+
+
+class DeploymentStatus(StrEnum):
+    """The state of a whole deployment (`deployments.status`)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class InstallerType(StrEnum):
+    MSI = "msi"
+    EXE = "exe"
+    SCRIPT = "script"
+    ZIP = "zip"
+
+
+class Platform(StrEnum):
+    WINDOWS = "windows"
+    LINUX = "linux"
+    MACOS = "macos"
+
+
+def target_status_for(status: AgentStatus, failed: int | None = None) -> TargetStatus:
+    """Map an agent's reported status to the target status DESIGN.md prescribes."""
+    if status is AgentStatus.COMPLETED:
+        return TargetStatus.FAILED if (failed or 0) > 0 else TargetStatus.SUCCESS
+    if status is AgentStatus.FAILED:
+        return TargetStatus.FAILED
+    return TargetStatus.IN_PROGRESS
+
+
+# --- bounded field types -----------------------------------------------------
+
+MAX_ID = 128
+MAX_NAME = 255
+MAX_MESSAGE = 4000
+MAX_ARGS = 2000
+
+Ident = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MAX_ID, pattern=r"^[\w.:-]+$"
+    ),
+]
+"""An agent id or room name: letters, digits, `_ . : -`, at most 128 characters."""
+
+ShortText = Annotated[str, StringConstraints(max_length=MAX_NAME)]
+Message = Annotated[str, StringConstraints(max_length=MAX_MESSAGE)]
+PositiveId = Annotated[int, Field(ge=1, le=2**53)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Payload(BaseModel):
+    """Base of every payload: unknown fields are kept (others may add fields)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, str_max_length=MAX_MESSAGE)
+
+
+# --- agent -> server ---------------------------------------------------------
+
+
+class AgentRegister(_Payload):
+    agent_id: Ident
+    hostname: ShortText = Field(min_length=1)
+    platform: Platform
+    os_version: ShortText = ""
+    agent_version: ShortText = ""
+    ip: ShortText | None = None
+    mac: ShortText | None = None
+
+
+class JoinRoom(_Payload):
+    room: Ident
+
+
+class InstallationStatus(_Payload):
+    deployment_id: PositiveId
+    device_id: PositiveId
+    status: AgentStatus
+    progress: Percent = 0
+    message: Message | None = None
+    software_name: ShortText | None = None
+    completed: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    failed: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    exit_code: Annotated[int, Field(ge=-(2**31), le=2**32)] | None = None
+    reboot_required: bool | None = None
+    log_tail: Message | None = None
+    """Added to the contract: the installer's last output lines on failure."""
+
+
+class DownloadProgress(_Payload):
+    deployment_id: PositiveId
+    device_id: PositiveId
+    software_name: ShortText
+    progress: Percent
+
+
+# --- server -> agent ---------------------------------------------------------
+
+
+class SoftwareItem(_Payload):
+    software_id: PositiveId
+    name: ShortText
+    version: ShortText
+    file_name: ShortText
+    url: Annotated[str, StringConstraints(max_length=2048)]
+    sha256: Sha256
+    size: Annotated[int, Field(ge=0)]
+    installer_type: InstallerType
+    install_args: Annotated[str, StringConstraints(max_length=MAX_ARGS)] = ""
+    timeout_s: Annotated[int, Field(ge=1, le=86_400)] = 3600
+
+
+class InstallSoftware(_Payload):
+    deployment_id: PositiveId
+    device_id: PositiveId
+    software_list: Annotated[list[SoftwareItem], Field(min_length=1, max_length=100)]
+
+
+class CancelDeployment(_Payload):
+    deployment_id: PositiveId
+    device_id: PositiveId
+
+
+# --- server -> consoles ------------------------------------------------------
+
+
+class SoftwareDeploymentUpdate(_Payload):
+    deployment_id: int
+    device_id: int
+    status: TargetStatus
+    progress: float
+    message: str | None = None
+
+
+class DeviceUpdate(_Payload):
+    device_id: int
+    agent_id: str
+    hostname: str
+    online: bool
+    last_seen: str | None = None
+
+
+class DeploymentUpdate(_Payload):
+    deployment_id: int
+    status: DeploymentStatus
+    progress: float
+    counts: dict[str, int]
+
+
+# --- acknowledgements --------------------------------------------------------
+
+
+def ack_ok(**fields: Any) -> dict[str, Any]:
+    """A positive acknowledgement: `{"ok": true, ...fields}`."""
+    return {"ok": True, **fields}
+
+
+def ack_error(error: str) -> dict[str, Any]:
+    """A refusal: `{"ok": false, "error": "..."}`; nothing was changed."""
+    return {"ok": False, "error": error}
+
+
+class PayloadError(ValueError):
+    """An inbound payload that does not fit its model; `str()` is safe to send back."""
+
+
+P = TypeVar("P", bound=BaseModel)
+
+MAX_PAYLOAD_KEYS = 64
+
+
+def parse_payload(model: type[P], data: Any) -> P:
+    """Validate `data` against `model`, or raise `PayloadError` with a short reason.
+
+    The reason names the offending fields but never echoes their values back, so a
+    hostile payload cannot make the server reflect megabytes of junk.
+    """
+    if not isinstance(data, dict):
+        raise PayloadError(f"{model.__name__}: payload must be a JSON object")
+    if len(data) > MAX_PAYLOAD_KEYS:
+        raise PayloadError(f"{model.__name__}: too many fields")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False)[:5]:
+            where = ".".join(str(p) for p in err["loc"]) or "payload"
+            problems.append(f"{where}: {err['msg']}")
+        raise PayloadError(f"{model.__name__}: " + "; ".join(problems)) from None
+
+
+__all__ = [
+    "AGENT_REGISTER",
+    "CANCEL_DEPLOYMENT",
+    "CONSOLES_ROOM",
+    "DEPLOYMENT_UPDATE",
+    "DEVICE_UPDATE",
+    "INSTALL_SOFTWARE",
+    "JOIN_ROOM",
+    "PROTOCOL_VERSION",
+    "REGISTRATION_SUCCESS",
+    "SOFTWARE_DEPLOYMENT_UPDATE",
+    "SOFTWARE_DOWNLOAD_PROGRESS",
+    "SOFTWARE_INSTALLATION_STATUS",
+    "AgentRegister",
+    "AgentStatus",
+    "CancelDeployment",
+    "DeploymentStatus",
+    "DeploymentUpdate",
+    "DeviceUpdate",
+    "DownloadProgress",
+    "InstallSoftware",
+    "InstallationStatus",
+    "InstallerType",
+    "JoinRoom",
+    "PayloadError",
+    "Platform",
+    "SoftwareDeploymentUpdate",
+    "SoftwareItem",
+    "TargetStatus",
+    "ack_error",
+    "ack_ok",
+    "parse_payload",
+    "target_status_for",
+]

@@ -1,0 +1,46 @@
+"""Server settings: where it listens, where it keeps its data, which tokens it takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "DeployConsole"
+DEFAULT_PORT = 8765
+
+
+def default_data_dir() -> Path:
+    """The user's application data folder for Deploy Console (platformdirs)."""
+    return platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+@dataclass
+class ServerConfig:
+    """Everything a `DeployServer` needs to start.
+
+    Tokens left as None are generated on first start and kept in `data_dir`
+    (`tokens.json`), so they survive restarts. `port=0` picks a free port (tests).
+    """
+
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    """SQLAlchemy async URL; default: SQLite file `deploy.db` in `data_dir`."""
+    enrollment_token: str | None = None
+    admin_token: str | None = None
+    redis_url: str | None = None
+    """Scale-out: share rooms between server processes through this Redis."""
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "deploy.db"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.data_dir / "packages"
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.sqlite_path}"

@@ -1,0 +1,29 @@
+"""Exceptions the server raises to its callers (console, CLI, HTTP layer)."""
+
+
+class ServerError(Exception):
+    """Base of every error the server reports to a person; `str()` is the message."""
+
+
+class EnvironmentFault(ServerError):
+    """The machine, not the code, is at fault: port taken, folder unwritable, disk full."""
+
+
+class PortInUseError(EnvironmentFault):
+    """The configured port is already taken by another program."""
+
+
+class DataDirError(EnvironmentFault):
+    """The data folder cannot be created or written."""
+
+
+class DatabaseTooNewError(EnvironmentFault):
+    """The database was written by a newer Deploy Console than this one."""
+
+
+class NotFoundError(ServerError):
+    """A device, package or deployment id that does not exist."""
+
+
+class InvalidRequestError(ServerError):
+    """A request that is well-formed but not acceptable (empty target list, ...)."""
