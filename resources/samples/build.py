@@ -83,7 +83,7 @@ def build_samples(
 
     samples = [_build_script(out_dir, windows=windows), _build_zip(out_dir)]
     if msi and wixl_available():
-        samples.append(_build_msi(out_dir))
+        samples.append(build_msi(out_dir))
     elif msi:
         logger.info("MSI sample not built: wixl (msitools) is not installed")
     return samples
@@ -150,7 +150,8 @@ def _build_zip(out_dir: Path) -> SamplePackage:
     return _describe("zip", destination, ZIP_NAME, "zip", timeout_s=120)
 
 
-def _build_msi(out_dir: Path) -> SamplePackage:
+def build_msi(out_dir: Path) -> SamplePackage:
+    """Build the MSI sample with wixl; raises `SampleBuildError` if wixl fails."""
     source = SAMPLES_DIR / "msi"
     destination = out_dir / "hello-msi.msi"
     command = [
