@@ -1,0 +1,1 @@
+"""End-to-end tests: the whole job with real agents, real installers, real files."""
