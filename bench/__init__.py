@@ -1,0 +1,1 @@
+"""Benchmarks and the fleet simulator (issue 7); see bench/README.md."""

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install the reference Node.js socket.io server's dependencies from the npm registry.
+# Idempotent: does nothing when node_modules matches package-lock.json.
+set -euo pipefail
+cd "$(dirname "$0")"
+if ! command -v npm >/dev/null 2>&1; then
+    echo "npm not found: install Node.js 20 (Debian: apt-get install nodejs npm)" >&2
+    exit 1
+fi
+if [ -f package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+else
+    npm install --no-audit --no-fund --loglevel=error
+fi
+echo "node peer ready: $(node --version), socket.io $(node -p 'require("socket.io/package.json").version')"

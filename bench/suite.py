@@ -1,0 +1,498 @@
+"""The six benchmarks of issue 7, each run against our server and its peers.
+
+`run_socket_suite` drives one Socket.IO server (ours, Node, bare python-socketio)
+through registration storm + memory, fan-out and status ingestion with one fleet;
+`run_downloads` measures package downloads from one HTTP server (ours, nginx);
+`sqlite_ceiling` times raw `executemany` as the ceiling for ingestion.
+Every figure is a plain number in a dict; `bench.report` turns them into rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import sqlite3
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import socketio
+
+from bench.fleet import Fleet, FleetOptions
+from bench.procs import ServerProcess
+from protocol import DEPLOYMENT_UPDATE
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_DEPLOYMENT = {"completed", "failed", "cancelled"}
+
+
+@dataclass
+class Settings:
+    """Sizes of one run; `quick()` is the CI smoke run, `full()` the README run."""
+
+    agents: int
+    processes: int
+    package_mb: int
+    ingest_hz: list[float]
+    ingest_seconds: float
+    download_concurrency: list[int] = field(default_factory=lambda: [1, 8, 32])
+    download_processes: int = 2
+    settle_seconds: float = 2.0
+    deployment_timeout: float = 300.0
+    console_devices: int = 200
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            agents=20,
+            processes=2,
+            package_mb=4,
+            ingest_hz=[2.0],
+            ingest_seconds=1.5,
+            settle_seconds=0.5,
+            deployment_timeout=60.0,
+            console_devices=20,
+        )
+
+    @classmethod
+    def full(cls, agents: int = 1000) -> Settings:
+        return cls(
+            agents=agents,
+            processes=4,
+            package_mb=128,
+            ingest_hz=[1.0, 2.0, 5.0],
+            ingest_seconds=10.0,
+            console_devices=agents,
+        )
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0..100), nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+class ConsoleListener:
+    """A console-role Socket.IO client that notes when each deployment ends."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._server = server
+        self.sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
+        self._done: dict[int, asyncio.Event] = {}
+        self.finished_at: dict[int, float] = {}
+        self.sio.on(DEPLOYMENT_UPDATE, self.on_deployment_update)
+
+    async def connect(self) -> None:
+        await self.sio.connect(
+            self._server.url,
+            auth={"role": "console", "token": self._server.admin_token},
+            transports=["websocket"],
+            wait_timeout=30,
+        )
+
+    async def on_deployment_update(self, data: Any) -> None:
+        if not isinstance(data, dict) or data.get("status") not in TERMINAL_DEPLOYMENT:
+            return
+        deployment_id = data.get("deployment_id")
+        self.finished_at.setdefault(deployment_id, time.monotonic())
+        self._event(deployment_id).set()
+
+    def _event(self, deployment_id: int) -> asyncio.Event:
+        return self._done.setdefault(deployment_id, asyncio.Event())
+
+    async def wait_finished(self, deployment_id: int, within: float) -> float:
+        """When the deployment ended; TimeoutError after `within` seconds."""
+        await asyncio.wait_for(self._event(deployment_id).wait(), within)
+        return self.finished_at[deployment_id]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):  # already disconnected is fine here
+            await self.sio.disconnect()
+
+
+class AdminApi:
+    """The HTTP API calls the benchmarks need, with the admin token."""
+
+    def __init__(self, server: ServerProcess, http: aiohttp.ClientSession) -> None:
+        self._server = server
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {server.admin_token}"}
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        async with self._http.request(
+            method, self._server.url + path, headers=self._headers, **kwargs
+        ) as response:
+            body = await response.text()
+            if response.status >= 400:
+                raise RuntimeError(
+                    f"{self._server.name} {method} {path}: {response.status} "
+                    f"{body[:300]}"
+                )
+            return json.loads(body)
+
+    async def software_id(self, package: Path) -> int:
+        """Upload `package` (ours) or take the peer's preloaded one."""
+        existing = await self._json("GET", "/api/software")
+        if existing:
+            return existing[0]["id"]
+        form = aiohttp.FormData()
+        form.add_field("name", "bench-package")
+        form.add_field("version", "1.0")
+        form.add_field("installer_type", "script")
+        form.add_field("install_args", "")
+        form.add_field("timeout_s", "600")
+        with package.open("rb") as handle:
+            form.add_field(
+                "file",
+                handle,
+                filename="bench-package.cmd",
+                content_type="application/octet-stream",
+            )
+            created = await self._json("POST", "/api/software", data=form)
+        return created["id"]
+
+    async def create_deployment(
+        self, software_ids: list[int], device_ids: list[int], name: str
+    ) -> dict[str, Any]:
+        return await self._json(
+            "POST",
+            "/api/deployments",
+            json={
+                "deployment_name": name,
+                "software_ids": software_ids,
+                "device_ids": device_ids,
+            },
+        )
+
+    async def get_deployment(self, deployment_id: int) -> dict[str, Any]:
+        return await self._json("GET", f"/api/deployments/{deployment_id}")
+
+
+async def run_socket_suite(
+    server: ServerProcess, package: Path, settings: Settings
+) -> dict[str, Any]:
+    """Registration storm, memory, fan-out and ingestion against one server."""
+    figures: dict[str, Any] = {}
+    options = FleetOptions(
+        server=server.url,
+        token=server.enrollment_token,
+        install_seconds=0,
+        report_hz=0,
+        skip_download=True,
+    )
+    console = ConsoleListener(server)
+    await console.connect()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            Fleet(options, processes=settings.processes) as fleet,
+        ):
+            api = AdminApi(server, http)
+            software_id = await api.software_id(package)
+            await asyncio.sleep(settings.settle_seconds)  # let start-up garbage settle
+            figures["registration"], figures["memory"], device_ids = await _storm(
+                server, fleet, settings
+            )
+            figures["fanout"], package_url = await _fanout(
+                api, console, fleet, software_id, device_ids, settings
+            )
+            figures["ingestion"] = await _ingestion(
+                api, console, fleet, software_id, device_ids, settings
+            )
+            figures["package_url"] = package_url
+    finally:
+        await console.close()
+    return figures
+
+
+async def _storm(
+    server: ServerProcess, fleet: Fleet, settings: Settings
+) -> tuple[dict[str, Any], dict[str, Any], list[int]]:
+    rss_before = server.rss_bytes()
+    cpu_before = server.cpu_seconds()
+    start = time.monotonic()
+    results = await fleet.connect(settings.agents)
+    elapsed = time.monotonic() - start
+    cpu = server.cpu_seconds() - cpu_before
+    registered = [r for r in results if r["ok"]]
+    errors = [r.get("error") for r in results if not r["ok"]]
+    for error in errors[:3]:
+        logger.warning("%s: registration failed: %s", server.name, error)
+    latencies = [r["t_registered"] - start for r in registered]
+    await asyncio.sleep(settings.settle_seconds)
+    rss_after = server.rss_bytes()
+    count = max(1, len(registered))
+    registration = {
+        "agents": len(results),
+        "all_registered_s": max(latencies) if latencies else None,
+        "p50_s": percentile(latencies, 50),
+        "elapsed_s": elapsed,
+        "errors": len(errors),
+        "cpu_s_per_1000": cpu / count * 1000,
+    }
+    memory = {
+        "agents": len(registered),
+        "rss_before_mb": rss_before / 2**20,
+        "rss_after_mb": rss_after / 2**20,
+        "kb_per_agent": (rss_after - rss_before) / count / 1024,
+    }
+    device_ids = sorted({r["device_id"] for r in registered})
+    return registration, memory, device_ids
+
+
+async def _fanout(
+    api: AdminApi,
+    console: ConsoleListener,
+    fleet: Fleet,
+    software_id: int,
+    device_ids: list[int],
+    settings: Settings,
+) -> tuple[dict[str, Any], str | None]:
+    """One deployment to every agent; no download, a no-op installer."""
+    await fleet.configure(install_seconds=0, report_hz=0, skip_download=True)
+    await fleet.stats(reset=True)
+    start = time.monotonic()
+    deployment = await api.create_deployment([software_id], device_ids, "bench fan-out")
+    api_s = time.monotonic() - start
+    finished = await console.wait_finished(
+        deployment["id"], settings.deployment_timeout
+    )
+    stats = await fleet.stats(reset=True)
+    jobs = [j for j in stats["jobs"] if j["deployment_id"] == deployment["id"]]
+    received = [j["t_received"] - start for j in jobs]
+    final = await api.get_deployment(deployment["id"])
+    succeeded = sum(1 for t in final["targets"] if t["status"] == "success")
+    figures = {
+        "targets": len(device_ids),
+        "api_call_s": api_s,
+        "job_p50_s": percentile(received, 50),
+        "job_p99_s": percentile(received, 99),
+        "job_last_s": max(received) if received else None,
+        "all_success_s": finished - start,
+        "jobs_missing": len(device_ids) - len(jobs),
+        "targets_not_success": len(device_ids) - succeeded,
+    }
+    url = jobs[0]["urls"][0] if jobs else None
+    return figures, url
+
+
+async def _ingestion(
+    api: AdminApi,
+    console: ConsoleListener,
+    fleet: Fleet,
+    software_id: int,
+    device_ids: list[int],
+    settings: Settings,
+) -> dict[str, Any]:
+    """Progress reports at each rate; acknowledged (= accepted) events per second."""
+    steps = []
+    for hz in settings.ingest_hz:
+        await fleet.configure(
+            install_seconds=settings.ingest_seconds, report_hz=hz, skip_download=True
+        )
+        await fleet.stats(jobs=False, reset=True)
+        start = time.monotonic()
+        deployment = await api.create_deployment(
+            [software_id], device_ids, f"bench ingestion {hz} Hz"
+        )
+        samples = []
+        wait = asyncio.ensure_future(
+            console.wait_finished(deployment["id"], settings.deployment_timeout)
+        )
+        try:
+            while not wait.done():
+                stats = await fleet.stats(jobs=False)
+                samples.append((stats["t"], stats["counters"]))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(wait), 0.25)
+            finished = wait.result()
+        finally:
+            wait.cancel()
+        stats = await fleet.stats(jobs=False)
+        steps.append(
+            _ingestion_step(hz, len(device_ids), start, finished, samples, stats)
+        )
+        final = await api.get_deployment(deployment["id"])
+        steps[-1]["targets_not_success"] = sum(
+            1 for t in final["targets"] if t["status"] != "success"
+        )
+        steps[-1]["ingest_seconds"] = settings.ingest_seconds
+    best = max(steps, key=lambda s: s["events_per_s"] if s["steady"] else -1)
+    return {
+        "events_per_s": best["events_per_s"],
+        "offered_per_s": best["offered_per_s"],
+        "steady": best["steady"],
+        "drain_s": best["drain_s"],
+        "refused": sum(s["refused"] for s in steps),
+        "steps": steps,
+    }
+
+
+def _ingestion_step(
+    hz: float,
+    agents: int,
+    start: float,
+    finished: float,
+    samples: list[tuple[float, dict[str, int]]],
+    final: dict[str, Any],
+) -> dict[str, Any]:
+    """Rate over the middle of the run (20 %..90 %) and whether the backlog grew."""
+    duration = max(finished - start, 1e-6)
+    window = [
+        s for s in samples if start + 0.2 * duration <= s[0] <= start + 0.9 * duration
+    ]
+    if len(window) < 2:
+        window = samples[:1] + samples[-1:] if len(samples) >= 2 else []
+    if len(window) >= 2:
+        (t_a, c_a), (t_b, c_b) = window[0], window[-1]
+        span = max(t_b - t_a, 1e-6)
+        acked_rate = (c_b["reports_acked"] - c_a["reports_acked"]) / span
+        sent_rate = (c_b["reports_sent"] - c_a["reports_sent"]) / span
+        backlog_a = c_a["reports_sent"] - c_a["reports_acked"]
+        backlog_b = c_b["reports_sent"] - c_b["reports_acked"]
+    else:
+        counters = final["counters"]
+        acked_rate = counters["reports_acked"] / duration
+        sent_rate = counters["reports_sent"] / duration
+        backlog_a = backlog_b = 0
+    growth = backlog_b - backlog_a
+    counters = final["counters"]
+    return {
+        "hz": hz,
+        "offered_per_s": agents * hz,
+        "sent_per_s": sent_rate,
+        "events_per_s": acked_rate,
+        "backlog_growth": growth,
+        "steady": growth <= max(10.0, 0.1 * agents * hz),
+        "refused": counters["reports_refused"],
+        "drain_s": finished - start,
+    }
+
+
+async def run_downloads(
+    server: ServerProcess,
+    url_path: str,
+    sha256: str,
+    size: int,
+    settings: Settings,
+) -> dict[str, Any]:
+    """MB/s and server CPU per GB at each concurrency, then a Range resume check."""
+    url = server.url + url_path
+    figures: dict[str, Any] = {}
+    for concurrency in settings.download_concurrency:
+        processes = min(settings.download_processes, concurrency)
+        shares = [concurrency // processes] * processes
+        for i in range(concurrency % processes):
+            shares[i] += 1
+        cpu_before = server.cpu_seconds()
+        results = await asyncio.gather(
+            *(_download_process(url, server.enrollment_token, n) for n in shares)
+        )
+        cpu = server.cpu_seconds() - cpu_before
+        total = sum(r["bytes"] for r in results)
+        span = max(r["t_end"] for r in results) - min(r["t_start"] for r in results)
+        errors = sum(r["errors"] for r in results)
+        figures[f"c{concurrency}"] = {
+            "mb_per_s": total / 2**20 / span if span > 0 else None,
+            "cpu_s_per_gb": cpu / (total / 2**30) if total else None,
+            "errors": errors + sum(1 for r in results if r["bytes"] != size * r["n"]),
+        }
+    figures["resume_ok"] = await _resume_check(
+        url, server.enrollment_token, sha256, size
+    )
+    return figures
+
+
+async def _download_process(url: str, token: str, count: int) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.download",
+        url,
+        token,
+        str(count),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.download exited with {proc.returncode}")
+    return {**json.loads(out), "n": count}
+
+
+async def _resume_check(url: str, token: str, sha256: str, size: int) -> bool:
+    """First half, then `Range: bytes=<half>-`; the joined bytes must hash right."""
+    half = size // 2
+    digest = hashlib.sha256()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            url, headers={**headers, "Range": f"bytes=0-{half - 1}"}
+        ) as first:
+            head = await first.read()
+            if first.status != 206 or len(head) != half:
+                return False
+        digest.update(head)
+        async with http.get(
+            url, headers={**headers, "Range": f"bytes={half}-"}
+        ) as rest:
+            tail = await rest.read()
+            if rest.status != 206:
+                return False
+        digest.update(tail)
+    return digest.hexdigest() == sha256
+
+
+def sqlite_ceiling(path: Path, rows: int, events: int) -> dict[str, Any]:
+    """Raw executemany UPDATEs of target progress into SQLite (WAL, synchronous=NORMAL).
+
+    Blocking; run it in a thread. 1,000 events per transaction, the batch size a
+    coalescing writer would use.
+    """
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(
+            "CREATE TABLE deployment_targets (id INTEGER PRIMARY KEY,"
+            " deployment_id INTEGER, device_id INTEGER, status TEXT,"
+            " progress_percent REAL, message TEXT)"
+        )
+        connection.executemany(
+            "INSERT INTO deployment_targets VALUES (?, 1, ?, 'pending', 0, NULL)",
+            ((i, i) for i in range(1, rows + 1)),
+        )
+        connection.commit()
+        batch = 1000
+        start = time.perf_counter()
+        done = 0
+        while done < events:
+            size = min(batch, events - done)
+            connection.executemany(
+                "UPDATE deployment_targets SET status='in_progress',"
+                " progress_percent=?, message=? WHERE id=?",
+                (
+                    ((done + i) % 100, "installing", (done + i) % rows + 1)
+                    for i in range(size)
+                ),
+            )
+            connection.commit()
+            done += size
+        elapsed = time.perf_counter() - start
+    finally:
+        connection.close()
+    return {"events_per_s": events / elapsed, "events": events, "batch": batch}
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
