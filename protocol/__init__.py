@@ -9,7 +9,7 @@ Every inbound payload is parsed with one of the models below at the boundary
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -162,6 +162,9 @@ class InstallationStatus(_Payload):
     reboot_required: bool | None = None
     log_tail: Message | None = None
     """Added to the contract: the installer's last output lines on failure."""
+    attempt: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    """Added to the contract: the `attempt` of the job this report is about; a
+    report for an earlier attempt (before a retry) is refused."""
 
 
 class DownloadProgress(_Payload):
@@ -169,6 +172,7 @@ class DownloadProgress(_Payload):
     device_id: PositiveId
     software_name: ShortText
     progress: Percent
+    attempt: Annotated[int, Field(ge=1, le=10_000)] | None = None
 
 
 # --- server -> agent ---------------------------------------------------------
@@ -191,6 +195,10 @@ class InstallSoftware(_Payload):
     deployment_id: PositiveId
     device_id: PositiveId
     software_list: Annotated[list[SoftwareItem], Field(min_length=1, max_length=100)]
+    attempt: Annotated[int, Field(ge=1, le=10_000)] = 1
+    """Added to the contract: 1, then +1 each time the technician retries a failed
+    target. An agent treats (deployment_id, attempt) as the job's identity: a re-sent
+    job with the same attempt is not run twice, a higher attempt is a new run."""
 
 
 class CancelDeployment(_Payload):

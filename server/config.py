@@ -33,6 +33,8 @@ class ServerConfig:
     admin_token: str | None = None
     redis_url: str | None = None
     """Scale-out: share rooms between server processes through this Redis."""
+    max_upload_bytes: int = 8 * 1024**3
+    """Largest installer accepted by `POST /api/software`."""
 
     @property
     def sqlite_path(self) -> Path:

@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -208,16 +209,25 @@ class DemoFleet:
             )
             for agent_id in self.agent_ids
         }
-        self.wine_prefix = (
-            self.base_dir / "wineprefix" if msiexec and "wine" in msiexec else None
-        )
+        self.wine_prefix: Path | None = None
+        self._agent_msiexec = msiexec
+        words = shlex.split(msiexec) if msiexec else []
+        if words and words[0] == "wine" and os.name != "nt":
+            # One shared prefix is one Windows machine: installs there must take
+            # turns (Wine's msiexec fails with 1627 when two run at once), so the
+            # agents get a `wine` wrapper that holds a lock while it runs.
+            self.wine_prefix = self.base_dir / "wineprefix"
+            wrapper = self.base_dir / "bin" / "wine-one-at-a-time"
+            self._agent_msiexec = shlex.join([str(wrapper), *words[1:]])
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._logs: dict[str, IO[bytes]] = {}
         self._watchers: set[asyncio.Task] = set()
         self._wine_ready: asyncio.Task | None = None
         self._agent_exited = asyncio.Event()
         self._stopped = False
-        atexit.register(self._cleanup_at_exit)
+        self._atexit_armed = False
+        if self._owns_base_dir:
+            self._arm_atexit()  # the temporary folder exists from here on
 
     async def __aenter__(self) -> DemoFleet:
         await self.start()
@@ -237,9 +247,9 @@ class DemoFleet:
 
     async def start(self) -> None:
         """Create the folders and start every agent (and the Wine prefix, if any)."""
-        for dirs in self.agent_dirs.values():
-            dirs.state_dir.mkdir(parents=True, exist_ok=True)
-            dirs.install_root.mkdir(parents=True, exist_ok=True)
+        self._arm_atexit()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._make_folders)
         if self.wine_prefix is not None and self._wine_ready is None:
             self._wine_ready = asyncio.create_task(
                 self._prepare_wine_prefix(), name="demo-wine-prefix"
@@ -269,8 +279,8 @@ class DemoFleet:
             "--install-root",
             str(dirs.install_root),
         ]
-        if self.msiexec:
-            argv += ["--msiexec", self.msiexec]
+        if self._agent_msiexec:
+            argv += ["--msiexec", self._agent_msiexec]
 
         log = self._logs.get(agent_id)
         if log is None or log.closed:
@@ -361,13 +371,31 @@ class DemoFleet:
         finally:
             for log in self._logs.values():
                 log.close()
-            atexit.unregister(self._cleanup_at_exit)
+            if self._atexit_armed:
+                atexit.unregister(self._cleanup_at_exit)
+                self._atexit_armed = False
             if self._owns_base_dir:
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(None, _remove_tree, self.base_dir)
             logger.info("demo fleet stopped")
 
     # -- internals --
+
+    def _arm_atexit(self) -> None:
+        if not self._atexit_armed:
+            atexit.register(self._cleanup_at_exit)
+            self._atexit_armed = True
+
+    def _make_folders(self) -> None:
+        """Create every agent's folders and the Wine wrapper (worker thread)."""
+        for dirs in self.agent_dirs.values():
+            dirs.state_dir.mkdir(parents=True, exist_ok=True)
+            dirs.install_root.mkdir(parents=True, exist_ok=True)
+        if self.wine_prefix is not None:
+            wrapper = self.base_dir / "bin" / "wine-one-at-a-time"
+            wrapper.parent.mkdir(parents=True, exist_ok=True)
+            wrapper.write_text(_wine_wrapper_source(self.base_dir / "wine.lock"))
+            wrapper.chmod(0o755)
 
     def _agent_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -489,6 +517,23 @@ class DemoFleet:
             _remove_tree(self.base_dir)
 
 
+def _wine_wrapper_source(lock: Path) -> str:
+    """A `wine` stand-in that runs Wine only while it holds `lock` (POSIX)."""
+    interpreter = sys.executable
+    shebang = f"#!{interpreter}" if " " not in interpreter else "#!/usr/bin/env python3"
+    return f"""{shebang}
+# Written by the Deploy Console demo: runs `wine ARGS...` while holding a lock, so
+# demo agents sharing one Wine prefix install one MSI at a time, as Windows does.
+import fcntl
+import subprocess
+import sys
+
+with open({str(lock)!r}, "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    sys.exit(subprocess.run(["wine", *sys.argv[1:]]).returncode)
+"""
+
+
 def _descendant_pids(pid: int) -> list[int]:
     try:
         return [child.pid for child in psutil.Process(pid).children(recursive=True)]
@@ -599,10 +644,11 @@ def format_target_line(target: dict, device: dict | None, packages: str) -> str:
 async def run_headless_demo(server, args) -> int:
     """`deploy-server --demo`: deploy every sample to every demo agent and report.
 
-    Uses `args.demo_agents` (default 3) and `args.demo_timeout` (seconds, default
-    180) when the CLI defines them. Prints one line per target and a summary;
-    returns 0 only if every target succeeded. The agents and their folders are
-    removed before returning, also when cancelled (Ctrl-C).
+    Uses `args.demo_agents` (default 3), `args.demo_timeout` (seconds, default
+    180) and `args.demo_dir` (keep the agents' folders there instead of a temporary
+    folder) when the CLI defines them. Prints one line per target and a summary;
+    returns 0 only if every target succeeded. The agents, and their folders unless
+    `demo_dir` was given, are removed before returning, also when cancelled (Ctrl-C).
     """
     count = getattr(args, "demo_agents", None) or DEFAULT_AGENT_COUNT
     timeout = float(getattr(args, "demo_timeout", None) or DEFAULT_DEMO_TIMEOUT_S)
@@ -621,7 +667,13 @@ async def run_headless_demo(server, args) -> int:
     has_msi = any(s["installer_type"] == "msi" for s in deployable)
     msiexec = WINE_MSIEXEC if has_msi and os.name != "nt" else None
 
-    fleet = DemoFleet(server.url, server.enrollment_token, count, msiexec=msiexec)
+    fleet = DemoFleet(
+        server.url,
+        server.enrollment_token,
+        count,
+        base_dir=getattr(args, "demo_dir", None),
+        msiexec=msiexec,
+    )
     try:
         _say(f"demo: starting {count} agents in {fleet.base_dir}")
         await fleet.start()

@@ -6,7 +6,8 @@ class ServerError(Exception):
 
 
 class EnvironmentFault(ServerError):
-    """The machine, not the code, is at fault: port taken, folder unwritable, disk full."""
+    """The machine, not the code, is at fault: port taken, folder unwritable, disk
+    full."""
 
 
 class PortInUseError(EnvironmentFault):
@@ -27,3 +28,15 @@ class NotFoundError(ServerError):
 
 class InvalidRequestError(ServerError):
     """A request that is well-formed but not acceptable (empty target list, ...)."""
+
+
+class DiskFullError(EnvironmentFault):
+    """The data folder's disk has no room left for a package."""
+
+
+class ConflictError(InvalidRequestError):
+    """The request does not fit the object's state (cancel a finished deployment)."""
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """An upload or request body past the configured size limit."""

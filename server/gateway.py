@@ -1,0 +1,325 @@
+"""The Socket.IO side of the server: agents and consoles connect, agents report.
+
+Every inbound event is validated with `protocol.parse_payload` and authorized against
+the `AgentRegistry` before anything is read or written; a refusal is answered with
+`{"ok": false, "error": ...}`, logged once, and changes nothing. Outbound, jobs go to
+the agent's room and updates to room `consoles` and to in-process listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import socketio
+
+import protocol
+from protocol import ack_error, ack_ok
+from server.errors import ServerError
+from server.registry import AgentRegistry
+from server.repository import Change, Job, Report, Repository
+from server.tokens import Tokens, tokens_match
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+AGENT = "agent"
+CONSOLE = "console"
+
+
+class AgentGateway:
+    """Handlers of the Socket.IO events, and the sending of jobs and updates.
+
+    All methods run on the server's event loop.
+    """
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        registry: AgentRegistry,
+        repository: Repository,
+        tokens: Tokens,
+    ) -> None:
+        self.sio = sio
+        self.registry = registry
+        self.repository = repository
+        self.tokens = tokens
+        self._roles: dict[str, str] = {}
+        self._device_ids: dict[str, int] = {}
+        self._listeners: list[Listener] = []
+        self._tasks: set[asyncio.Task] = set()
+
+        for event, handler in (
+            ("connect", self.on_connect),
+            ("disconnect", self.on_disconnect),
+            (protocol.AGENT_REGISTER, self.on_agent_register),
+            (protocol.JOIN_ROOM, self.on_join_room),
+            (protocol.SOFTWARE_INSTALLATION_STATUS, self.on_installation_status),
+            (protocol.SOFTWARE_DOWNLOAD_PROGRESS, self.on_download_progress),
+        ):
+            sio.on(event, handler)
+
+    # --- connections ----------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        peer = _peer(environ)
+        role = auth.get("role") if isinstance(auth, dict) else None
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if role == AGENT:
+            expected = self.tokens.enrollment
+        elif role == CONSOLE:
+            expected = self.tokens.admin
+        else:
+            log.warning("connection refused from %s [%s]: no valid role", peer, sid)
+            raise socketio.exceptions.ConnectionRefusedError(
+                'auth must be {"role": "agent" or "console", "token": ...}'
+            )
+        if not tokens_match(token, expected):
+            log.warning(
+                "connection refused from %s [%s]: wrong %s token", peer, sid, role
+            )
+            raise socketio.exceptions.ConnectionRefusedError(f"wrong {role} token")
+
+        self._roles[sid] = role
+        if role == CONSOLE:
+            await self.sio.enter_room(sid, protocol.CONSOLES_ROOM)
+        log.debug("%s connected from %s [%s]", role, peer, sid)
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        role = self._roles.pop(sid, None)
+        if role != AGENT:
+            return
+        agent_id = await self.registry.unbind(sid)
+        if agent_id is None:
+            return  # never registered, or replaced by a newer connection
+        device = await self.repository.mark_offline(agent_id)
+        log.info("agent %s disconnected [%s]: %s", agent_id, sid, reason)
+        if device is not None:
+            await self.publish(protocol.DEVICE_UPDATE, device)
+
+    # --- agent events ---------------------------------------------------------
+
+    async def on_agent_register(self, sid: str, data: Any) -> dict[str, Any]:
+        if self._roles.get(sid) != AGENT:
+            return _refuse(sid, protocol.AGENT_REGISTER, "only agents register")
+        try:
+            reg = protocol.parse_payload(protocol.AgentRegister, data)
+        except protocol.PayloadError as exc:
+            return _refuse(sid, protocol.AGENT_REGISTER, str(exc))
+        bound_as = await self.registry.agent_for(sid)
+        if bound_as is not None and bound_as != reg.agent_id:
+            return _refuse(
+                sid, protocol.AGENT_REGISTER, "this connection is another agent's"
+            )
+
+        device = await self.repository.register_device(reg)
+        old_sid = await self.registry.bind(sid, reg.agent_id)
+        if old_sid is not None:
+            await self.sio.leave_room(old_sid, reg.agent_id)
+            log.info("agent %s replaced its connection %s", reg.agent_id, old_sid)
+        await self.sio.enter_room(sid, reg.agent_id)
+        self._device_ids[reg.agent_id] = device["id"]
+        log.info(
+            "agent %s registered as device %s (%s) [%s]",
+            reg.agent_id,
+            device["id"],
+            reg.hostname,
+            sid,
+        )
+
+        ack = ack_ok(agent_id=reg.agent_id, device_id=device["id"], room=reg.agent_id)
+        # The acknowledgement goes out when this handler returns; the task below
+        # runs after that, so the agent hears "registered" before its jobs.
+        self.spawn(self._after_register(sid, reg.agent_id, device, ack))
+        return ack
+
+    async def _after_register(
+        self, sid: str, agent_id: str, device: dict, ack: dict
+    ) -> None:
+        await self.sio.emit(protocol.REGISTRATION_SUCCESS, ack, to=sid)
+        await self.publish(protocol.DEVICE_UPDATE, device)
+        jobs = await self.repository.jobs_for_device(device["id"])
+        if jobs:
+            log.info("agent %s: sending %d waiting job(s)", agent_id, len(jobs))
+        await self.send_jobs(jobs)
+
+    async def on_join_room(self, sid: str, data: Any) -> dict[str, Any]:
+        try:
+            request = protocol.parse_payload(protocol.JoinRoom, data)
+        except protocol.PayloadError as exc:
+            return _refuse(sid, protocol.JOIN_ROOM, str(exc))
+        agent_id = await self.registry.agent_for(sid)
+        if agent_id is None:
+            return _refuse(sid, protocol.JOIN_ROOM, "register before joining a room")
+        if request.room != agent_id:
+            return _refuse(
+                sid, protocol.JOIN_ROOM, "an agent may join only its own room"
+            )
+
+        await self.sio.enter_room(sid, request.room)
+        log.debug("agent %s [%s] rooms: %s", agent_id, sid, self.sio.rooms(sid))
+        return ack_ok(room=request.room)
+
+    async def on_installation_status(self, sid: str, data: Any) -> dict[str, Any]:
+        event = protocol.SOFTWARE_INSTALLATION_STATUS
+        try:
+            status = protocol.parse_payload(protocol.InstallationStatus, data)
+        except protocol.PayloadError as exc:
+            return _refuse(sid, event, str(exc))
+        refusal = await self._authorize(sid, status.device_id)
+        if refusal:
+            return _refuse(sid, event, refusal)
+
+        report = Report(
+            deployment_id=status.deployment_id,
+            device_id=status.device_id,
+            status=status.status,
+            progress=status.progress,
+            failed=status.failed,
+            message=status.message,
+            exit_code=status.exit_code,
+            reboot_required=status.reboot_required,
+            log_tail=status.log_tail,
+            attempt=status.attempt,
+        )
+        return await self._record(sid, event, report)
+
+    async def on_download_progress(self, sid: str, data: Any) -> dict[str, Any]:
+        event = protocol.SOFTWARE_DOWNLOAD_PROGRESS
+        try:
+            progress = protocol.parse_payload(protocol.DownloadProgress, data)
+        except protocol.PayloadError as exc:
+            return _refuse(sid, event, str(exc))
+        refusal = await self._authorize(sid, progress.device_id)
+        if refusal:
+            return _refuse(sid, event, refusal)
+
+        report = Report(
+            deployment_id=progress.deployment_id,
+            device_id=progress.device_id,
+            status=protocol.AgentStatus.DOWNLOADING,
+            progress=progress.progress,
+            attempt=progress.attempt,
+            download_of=progress.software_name,
+        )
+        return await self._record(sid, event, report)
+
+    async def _authorize(self, sid: str, device_id: int) -> str | None:
+        """Why `sid` may not report for `device_id`, or None if it may."""
+        agent_id = await self.registry.agent_for(sid)
+        if agent_id is None:
+            return "register before reporting"
+        if self._device_ids.get(agent_id) != device_id:
+            return "that device is not this agent's"
+        return None
+
+    async def _record(self, sid: str, event: str, report: Report) -> dict[str, Any]:
+        try:
+            change = await self.repository.apply_report(report)
+        except ServerError as exc:
+            return _refuse(sid, event, str(exc))
+        await self.publish_change(change)
+        return ack_ok()
+
+    # --- sending --------------------------------------------------------------
+
+    async def send_jobs(self, jobs: list[Job]) -> None:
+        """Send each job to its agent's room if the agent is connected.
+
+        A job whose agent is not connected stays pending and is sent when the agent
+        registers; sent ones are marked "sent to agent" for the consoles.
+        """
+        sent: dict[int, list[int]] = {}
+        for job in jobs:
+            if not await self.registry.is_connected(job.agent_id):
+                log.debug(
+                    "deployment %s: agent %s offline; job waits",
+                    job.deployment_id,
+                    job.agent_id,
+                )
+                continue
+            await self.sio.emit(
+                protocol.INSTALL_SOFTWARE, job.payload, room=job.agent_id
+            )
+            sent.setdefault(job.deployment_id, []).append(job.device_id)
+            log.debug(
+                "deployment %s: job sent to agent %s", job.deployment_id, job.agent_id
+            )
+        for deployment_id, device_ids in sent.items():
+            await self.publish_change(
+                await self.repository.mark_sent(deployment_id, device_ids)
+            )
+
+    async def send_cancel(self, deployment_id: int, change: Change) -> None:
+        for agent_id, device_id in change.cancelled:
+            await self.sio.emit(
+                protocol.CANCEL_DEPLOYMENT,
+                {"deployment_id": deployment_id, "device_id": device_id},
+                room=agent_id,
+            )
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    async def publish(self, event: str, payload: dict[str, Any]) -> None:
+        """Send an update to room `consoles` and to every in-process listener."""
+        await self.sio.emit(event, payload, room=protocol.CONSOLES_ROOM)
+        for listener in list(self._listeners):
+            try:
+                listener(event, payload)
+            except Exception:  # a broken listener must not stop the updates
+                log.exception("listener %r failed on %s", listener, event)
+
+    async def publish_change(self, change: Change) -> None:
+        for update in change.target_updates:
+            await self.publish(protocol.SOFTWARE_DEPLOYMENT_UPDATE, update)
+        for update in change.deployment_updates:
+            await self.publish(protocol.DEPLOYMENT_UPDATE, update)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+        """Run `coro` as a task we hold and cancel at stop; failures are logged."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def wait_idle(self) -> None:
+        """Wait until every background task started so far has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def disconnect_all(self) -> None:
+        for sid in list(self._roles):
+            await self.sio.disconnect(sid)
+
+    async def cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _refuse(sid: str, event: str, reason: str) -> dict[str, Any]:
+    log.warning("refused %s from %s: %s", event, sid, reason)
+    return ack_error(reason)
+
+
+def _peer(environ: dict) -> str:
+    request = environ.get("aiohttp.request")
+    return getattr(request, "remote", None) or "unknown address"

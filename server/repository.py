@@ -1,0 +1,706 @@
+"""Everything the server stores, and the rules for changing it.
+
+Devices, packages, deployments and their targets live here, behind coroutines that
+return plain dicts (the JSON shapes of the HTTP API). Status rules of DESIGN.md are
+enforced here: progress never goes back within an attempt, timestamps are set once,
+finished targets stay finished. Changes to one deployment are serialized by a lock
+per deployment in this process and a row lock on the deployment (PostgreSQL) across
+processes, so the counts a console sees are always consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+import protocol
+from protocol import DeploymentStatus, TargetStatus
+from server.errors import ConflictError, InvalidRequestError, NotFoundError
+from server.models import (
+    Deployment,
+    DeploymentSoftware,
+    DeploymentTarget,
+    Device,
+    Software,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+WAITING_FOR_AGENT = "waiting for agent to connect"
+SENT_TO_AGENT = "sent to agent"
+CANCELLED_BY_TECHNICIAN = "cancelled by technician"
+RETRY_QUEUED = "queued again for retry"
+MAX_TARGETS = 10_000
+MAX_PACKAGES = 100
+
+_SERVER_NOTES = {WAITING_FOR_AGENT, SENT_TO_AGENT, RETRY_QUEUED}
+_TERMINAL = [s.value for s in TargetStatus if s.terminal]
+_OPEN = [TargetStatus.PENDING.value, TargetStatus.IN_PROGRESS.value]
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One `install_software` to send to one agent's room."""
+
+    agent_id: str
+    device_id: int
+    deployment_id: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Report:
+    """An agent's report about one target, already validated and authorized."""
+
+    deployment_id: int
+    device_id: int
+    status: protocol.AgentStatus
+    progress: float
+    failed: int | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    reboot_required: bool | None = None
+    log_tail: str | None = None
+    attempt: int | None = None
+    download_of: str | None = None
+    """Set for `software_download_progress`: the package being downloaded."""
+
+
+@dataclass
+class Change:
+    """What a change did, for the consoles: target updates, deployment updates."""
+
+    target_updates: list[dict[str, Any]] = field(default_factory=list)
+    deployment_updates: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: list[tuple[str, int]] = field(default_factory=list)
+    """(agent id, device id) pairs to send `cancel_deployment` to."""
+
+
+class _KeyedLocks:
+    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class Repository:
+    """The server's data. Every coroutine runs on the loop; queries never block it."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._locks = _KeyedLocks()
+        self._last_progress: dict[int, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, deployment_id: int) -> AsyncIterator[AsyncSession]:
+        """A transaction holding this process's lock on one deployment."""
+        async with (
+            self._locks.hold(deployment_id),
+            self._sessions() as session,
+            session.begin(),
+        ):
+            yield session
+
+    # --- devices --------------------------------------------------------------
+
+    async def register_device(self, reg: protocol.AgentRegister) -> dict[str, Any]:
+        """Record (or refresh) the device of a registering agent; it is online now."""
+        async with self._sessions() as session, session.begin():
+            device = await session.scalar(
+                select(Device).where(Device.agent_id == reg.agent_id)
+            )
+            if device is None:
+                device = Device(agent_id=reg.agent_id)
+                session.add(device)
+            device.hostname = reg.hostname
+            device.platform = reg.platform.value
+            device.os_version = reg.os_version
+            device.agent_version = reg.agent_version
+            device.ip = reg.ip
+            device.mac = reg.mac
+            device.online = True
+            device.last_seen = utcnow()
+        return device_dict(device)
+
+    async def mark_offline(self, agent_id: str) -> dict[str, Any] | None:
+        async with self._sessions() as session, session.begin():
+            device = await session.scalar(
+                select(Device).where(Device.agent_id == agent_id)
+            )
+            if device is None:
+                return None
+            device.online = False
+            device.last_seen = utcnow()
+        return device_dict(device)
+
+    async def mark_all_offline(self) -> None:
+        """At start: nobody is connected to a server that has just started."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Device).where(Device.online.is_(True)).values(online=False)
+            )
+
+    async def list_devices(self) -> list[dict[str, Any]]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(Device).order_by(Device.hostname))
+            return [device_dict(d) for d in rows]
+
+    # --- software -------------------------------------------------------------
+
+    async def add_software(self, **columns: Any) -> dict[str, Any]:
+        async with self._sessions() as session, session.begin():
+            software = Software(**columns, added_at=utcnow())
+            session.add(software)
+        return software_dict(software)
+
+    async def list_software(self) -> list[dict[str, Any]]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(Software).order_by(Software.id))
+            return [software_dict(s) for s in rows]
+
+    # --- deployments ----------------------------------------------------------
+
+    async def create_deployment(
+        self,
+        software_ids: Iterable[int],
+        device_ids: Iterable[int],
+        deployment_name: str | None = None,
+    ) -> tuple[dict[str, Any], list[Job]]:
+        """Store a deployment with its packages and one pending target per device."""
+        software_ids = list(dict.fromkeys(software_ids))
+        device_ids = list(dict.fromkeys(device_ids))
+        if not software_ids:
+            raise InvalidRequestError("Choose at least one package to deploy.")
+        if not device_ids:
+            raise InvalidRequestError("Choose at least one device to deploy to.")
+        if len(software_ids) > MAX_PACKAGES or len(device_ids) > MAX_TARGETS:
+            raise InvalidRequestError("Too many packages or devices in one deployment.")
+
+        async with self._sessions() as session, session.begin():
+            packages = await _fetch(session, Software, software_ids, "package")
+            devices = await _fetch(session, Device, device_ids, "device")
+            now = utcnow()
+            name = deployment_name or _default_name(packages, len(devices))
+            deployment = Deployment(
+                deployment_name=name[:255],
+                status=DeploymentStatus.IN_PROGRESS.value,
+                created_at=now,
+                started_at=now,
+            )
+            session.add(deployment)
+            await session.flush()
+            session.add_all(
+                DeploymentSoftware(
+                    deployment_id=deployment.id, software_id=s.id, position=i
+                )
+                for i, s in enumerate(packages)
+            )
+            session.add_all(
+                DeploymentTarget(
+                    deployment_id=deployment.id,
+                    device_id=d.id,
+                    status=TargetStatus.PENDING.value,
+                    progress_percent=0.0,
+                    message=WAITING_FOR_AGENT,
+                    attempt=1,
+                )
+                for d in devices
+            )
+            await session.flush()
+            jobs = [_job(deployment.id, d, packages, attempt=1) for d in devices]
+            result = await _deployment_dict(session, deployment, with_targets=True)
+        log.info(
+            "deployment %s created: %d package(s) to %d device(s)",
+            deployment.id,
+            len(packages),
+            len(devices),
+        )
+        return result, jobs
+
+    async def jobs_for_device(self, device_id: int) -> list[Job]:
+        """Every job this device should be running: targets pending or in progress."""
+        async with self._sessions() as session:
+            device = await session.get(Device, device_id)
+            if device is None:
+                return []
+            targets = await session.scalars(
+                select(DeploymentTarget)
+                .where(
+                    DeploymentTarget.device_id == device_id,
+                    DeploymentTarget.status.in_(_OPEN),
+                )
+                .order_by(DeploymentTarget.deployment_id)
+            )
+            jobs = []
+            for target in targets:
+                packages = await _packages_of(session, target.deployment_id)
+                jobs.append(
+                    _job(target.deployment_id, device, packages, target.attempt)
+                )
+            return jobs
+
+    async def mark_sent(self, deployment_id: int, device_ids: list[int]) -> Change:
+        """Note on still-pending targets that their job went to the agent."""
+        change = Change()
+        if not device_ids:
+            return change
+        async with self._transaction(deployment_id) as session:
+            targets = await session.scalars(
+                select(DeploymentTarget).where(
+                    DeploymentTarget.deployment_id == deployment_id,
+                    DeploymentTarget.device_id.in_(device_ids),
+                    DeploymentTarget.status == TargetStatus.PENDING.value,
+                    DeploymentTarget.message != SENT_TO_AGENT,
+                )
+            )
+            for target in targets:
+                target.message = SENT_TO_AGENT
+                change.target_updates.append(target_update(target))
+        return change
+
+    async def get_deployment(self, deployment_id: int) -> dict[str, Any]:
+        async with self._sessions() as session:
+            deployment = await session.get(Deployment, deployment_id)
+            if deployment is None:
+                raise NotFoundError(f"No deployment with id {deployment_id}.")
+            return await _deployment_dict(session, deployment, with_targets=True)
+
+    async def list_deployments(self, limit: int = 200) -> list[dict[str, Any]]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Deployment).order_by(Deployment.id.desc()).limit(limit)
+            )
+            return [
+                await _deployment_dict(session, d, with_targets=False) for d in rows
+            ]
+
+    async def apply_report(self, report: Report) -> Change:
+        """Record an agent's report on its target; raise if it must be refused.
+
+        Raises `NotFoundError` (no such target) or `ConflictError` (target finished,
+        report for an earlier attempt, unknown package); nothing changes then.
+        """
+        change = Change()
+        async with self._transaction(report.deployment_id) as session:
+            deployment = await session.get(
+                Deployment, report.deployment_id, with_for_update=True
+            )
+            target = await session.scalar(
+                select(DeploymentTarget)
+                .where(
+                    DeploymentTarget.deployment_id == report.deployment_id,
+                    DeploymentTarget.device_id == report.device_id,
+                )
+                .with_for_update()
+            )
+            if deployment is None or target is None:
+                raise NotFoundError("No such target: unknown deployment or device.")
+            if report.attempt is not None and report.attempt != target.attempt:
+                raise ConflictError("Report for an earlier attempt of this target.")
+            if TargetStatus(target.status).terminal:
+                raise ConflictError("Target already finished.")
+
+            if report.download_of is not None:
+                progress = await _download_share(session, report)
+                status = TargetStatus.IN_PROGRESS
+            else:
+                progress = report.progress
+                status = protocol.target_status_for(report.status, report.failed)
+            _apply(target, status, progress, report)
+            change.target_updates.append(target_update(target))
+            update_ = await self._refresh_deployment(session, deployment)
+            if update_ is not None:
+                change.deployment_updates.append(update_)
+
+        if status.terminal:
+            _log_finished(target)
+        return change
+
+    async def cancel_deployment(self, deployment_id: int) -> tuple[dict, Change]:
+        """Cancel every unfinished target; the deployment becomes `cancelled`."""
+        change = Change()
+        async with self._transaction(deployment_id) as session:
+            deployment = await session.get(
+                Deployment, deployment_id, with_for_update=True
+            )
+            if deployment is None:
+                raise NotFoundError(f"No deployment with id {deployment_id}.")
+            rows = await session.execute(
+                select(DeploymentTarget, Device.agent_id)
+                .join(Device, Device.id == DeploymentTarget.device_id)
+                .where(
+                    DeploymentTarget.deployment_id == deployment_id,
+                    DeploymentTarget.status.in_(_OPEN),
+                )
+            )
+            open_targets = rows.all()
+            if not open_targets:
+                raise ConflictError("The deployment has already finished.")
+            now = utcnow()
+            for target, agent_id in open_targets:
+                target.status = TargetStatus.CANCELLED.value
+                target.message = CANCELLED_BY_TECHNICIAN
+                target.completed_at = now
+                change.target_updates.append(target_update(target))
+                change.cancelled.append((agent_id, target.device_id))
+            update_ = await self._refresh_deployment(
+                session, deployment, force=DeploymentStatus.CANCELLED
+            )
+            if update_ is not None:
+                change.deployment_updates.append(update_)
+            result = await _deployment_dict(session, deployment, with_targets=True)
+        log.info(
+            "deployment %s cancelled: %d target(s) stopped",
+            deployment_id,
+            len(change.cancelled),
+        )
+        return result, change
+
+    async def retry_deployment(
+        self, deployment_id: int
+    ) -> tuple[dict, Change, list[Job]]:
+        """Queue every failed target again as a new attempt."""
+        change = Change()
+        async with self._transaction(deployment_id) as session:
+            deployment = await session.get(
+                Deployment, deployment_id, with_for_update=True
+            )
+            if deployment is None:
+                raise NotFoundError(f"No deployment with id {deployment_id}.")
+            rows = await session.execute(
+                select(DeploymentTarget, Device)
+                .join(Device, Device.id == DeploymentTarget.device_id)
+                .where(
+                    DeploymentTarget.deployment_id == deployment_id,
+                    DeploymentTarget.status == TargetStatus.FAILED.value,
+                )
+            )
+            failed = rows.all()
+            if not failed:
+                raise ConflictError("The deployment has no failed targets to retry.")
+            packages = await _packages_of(session, deployment_id)
+            jobs = []
+            for target, device in failed:
+                target.status = TargetStatus.PENDING.value
+                target.attempt += 1
+                target.progress_percent = 0.0
+                target.message = RETRY_QUEUED
+                target.exit_code = None
+                target.reboot_required = None
+                target.log_tail = None
+                target.started_at = None
+                target.completed_at = None
+                change.target_updates.append(target_update(target))
+                jobs.append(_job(deployment_id, device, packages, target.attempt))
+            deployment.completed_at = None
+            update_ = await self._refresh_deployment(session, deployment)
+            if update_ is not None:
+                change.deployment_updates.append(update_)
+            result = await _deployment_dict(session, deployment, with_targets=True)
+        log.info(
+            "deployment %s: %d failed target(s) queued again", deployment_id, len(jobs)
+        )
+        return result, change, jobs
+
+    async def _refresh_deployment(
+        self,
+        session: AsyncSession,
+        deployment: Deployment,
+        force: DeploymentStatus | None = None,
+    ) -> dict[str, Any] | None:
+        """Recompute the deployment's status; the update to send if anything moved."""
+        counts, progress = await _counts(session, deployment.id)
+        status = force or _aggregate_status(counts)
+        changed = status.value != deployment.status
+        if changed:
+            deployment.status = status.value
+            if status is DeploymentStatus.IN_PROGRESS:
+                deployment.completed_at = None
+            else:
+                deployment.completed_at = utcnow()
+                log.info("deployment %s %s: %s", deployment.id, status.value, counts)
+
+        rounded = int(progress)
+        if not changed and self._last_progress.get(deployment.id) == rounded:
+            return None
+        if status is DeploymentStatus.IN_PROGRESS:
+            self._last_progress[deployment.id] = rounded
+        else:
+            self._last_progress.pop(deployment.id, None)
+        return {
+            "deployment_id": deployment.id,
+            "status": status.value,
+            "progress": progress,
+            "counts": counts,
+        }
+
+
+# --- rules --------------------------------------------------------------------
+
+
+def _apply(
+    target: DeploymentTarget, status: TargetStatus, progress: float, report: Report
+) -> None:
+    now = utcnow()
+    target.status = status.value
+    if status is TargetStatus.SUCCESS:
+        progress = 100.0
+    target.progress_percent = max(target.progress_percent or 0.0, progress)
+    if target.started_at is None:
+        target.started_at = now
+    if status.terminal and target.completed_at is None:
+        target.completed_at = now
+    if report.message is not None:
+        target.message = report.message
+    elif target.message in _SERVER_NOTES:
+        target.message = None  # the agent has taken over; our note is stale
+    if report.exit_code is not None:
+        target.exit_code = report.exit_code
+    if report.reboot_required is not None:
+        target.reboot_required = report.reboot_required
+    if report.log_tail is not None:
+        target.log_tail = report.log_tail
+
+
+def _aggregate_status(counts: dict[str, int]) -> DeploymentStatus:
+    if counts["pending"] or counts["in_progress"]:
+        return DeploymentStatus.IN_PROGRESS
+    if counts["cancelled"]:
+        return DeploymentStatus.CANCELLED
+    if counts["failed"]:
+        return DeploymentStatus.FAILED
+    return DeploymentStatus.COMPLETED
+
+
+async def _download_share(session: AsyncSession, report: Report) -> float:
+    """A package's download is the first half of that package's share of 100 %."""
+    packages = await _packages_of(session, report.deployment_id)
+    for index, package in enumerate(packages):
+        if report.download_of in (package.name, package.file_name):
+            return (index + report.progress / 200) / len(packages) * 100
+    raise ConflictError("That package is not part of this deployment.")
+
+
+def _log_finished(target: DeploymentTarget) -> None:
+    if target.status == TargetStatus.SUCCESS.value:
+        log.info(
+            "deployment %s: device %s succeeded%s",
+            target.deployment_id,
+            target.device_id,
+            " (reboot required)" if target.reboot_required else "",
+        )
+    else:
+        log.info(
+            "deployment %s: device %s failed with exit code %s: %s",
+            target.deployment_id,
+            target.device_id,
+            target.exit_code,
+            target.message,
+        )
+
+
+def _default_name(packages: list[Software], device_count: int) -> str:
+    names = ", ".join(f"{p.name} {p.version}".strip() for p in packages)
+    plural = "device" if device_count == 1 else "devices"
+    return f"{names} to {device_count} {plural}"
+
+
+# --- queries and shapes -------------------------------------------------------
+
+
+async def _fetch(session: AsyncSession, model, ids: list[int], what: str) -> list:
+    rows = {
+        r.id: r for r in await session.scalars(select(model).where(model.id.in_(ids)))
+    }
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:10])
+        raise NotFoundError(f"Unknown {what} id(s): {shown}.")
+    return [rows[i] for i in ids]
+
+
+async def _packages_of(session: AsyncSession, deployment_id: int) -> list[Software]:
+    rows = await session.scalars(
+        select(Software)
+        .join(DeploymentSoftware, DeploymentSoftware.software_id == Software.id)
+        .where(DeploymentSoftware.deployment_id == deployment_id)
+        .order_by(DeploymentSoftware.position)
+    )
+    return list(rows)
+
+
+async def _counts(
+    session: AsyncSession, deployment_id: int
+) -> tuple[dict[str, int], float]:
+    rows = await session.execute(
+        select(
+            DeploymentTarget.status,
+            func.count(),
+            func.sum(
+                case(
+                    (DeploymentTarget.status.in_(_TERMINAL), 100.0),
+                    else_=DeploymentTarget.progress_percent,
+                )
+            ),
+        )
+        .where(DeploymentTarget.deployment_id == deployment_id)
+        .group_by(DeploymentTarget.status)
+    )
+    counts = {s.value: 0 for s in TargetStatus}
+    done = 0.0
+    for status, count, progress_sum in rows:
+        counts[status] = count
+        done += progress_sum or 0.0
+    counts["total"] = sum(counts.values())
+    progress = round(done / counts["total"], 1) if counts["total"] else 0.0
+    return counts, progress
+
+
+def _job(
+    deployment_id: int, device: Device, packages: list[Software], attempt: int
+) -> Job:
+    payload = protocol.InstallSoftware(
+        deployment_id=deployment_id,
+        device_id=device.id,
+        attempt=attempt,
+        software_list=[
+            protocol.SoftwareItem(
+                software_id=p.id,
+                name=p.name,
+                version=p.version,
+                file_name=p.file_name,
+                url=f"/packages/{p.sha256}",
+                sha256=p.sha256,
+                size=p.size,
+                installer_type=p.installer_type,
+                install_args=p.install_args,
+                timeout_s=p.timeout_s,
+            )
+            for p in packages
+        ],
+    )
+    return Job(
+        device.agent_id, device.id, deployment_id, payload.model_dump(mode="json")
+    )
+
+
+def device_dict(device: Device) -> dict[str, Any]:
+    return {
+        "id": device.id,
+        "device_id": device.id,
+        "agent_id": device.agent_id,
+        "hostname": device.hostname,
+        "platform": device.platform,
+        "os_version": device.os_version,
+        "agent_version": device.agent_version,
+        "ip": device.ip,
+        "mac": device.mac,
+        "online": device.online,
+        "last_seen": iso(device.last_seen),
+    }
+
+
+def software_dict(software: Software) -> dict[str, Any]:
+    return {
+        "id": software.id,
+        "name": software.name,
+        "version": software.version,
+        "file_name": software.file_name,
+        "sha256": software.sha256,
+        "size": software.size,
+        "installer_type": software.installer_type,
+        "install_args": software.install_args,
+        "timeout_s": software.timeout_s,
+        "added_at": iso(software.added_at),
+    }
+
+
+def target_dict(target: DeploymentTarget) -> dict[str, Any]:
+    return {
+        "id": target.id,
+        "deployment_id": target.deployment_id,
+        "device_id": target.device_id,
+        "status": target.status,
+        "progress_percent": target.progress_percent,
+        "message": target.message,
+        "exit_code": target.exit_code,
+        "reboot_required": target.reboot_required,
+        "started_at": iso(target.started_at),
+        "completed_at": iso(target.completed_at),
+        "log_tail": target.log_tail,
+        "attempt": target.attempt,
+    }
+
+
+def target_update(target: DeploymentTarget) -> dict[str, Any]:
+    """The `software_deployment_update` payload for a target (plus extra fields)."""
+    return {
+        "deployment_id": target.deployment_id,
+        "device_id": target.device_id,
+        "status": target.status,
+        "progress": target.progress_percent,
+        "message": target.message,
+        "exit_code": target.exit_code,
+        "reboot_required": target.reboot_required,
+        "attempt": target.attempt,
+    }
+
+
+async def _deployment_dict(
+    session: AsyncSession, deployment: Deployment, *, with_targets: bool
+) -> dict[str, Any]:
+    counts, progress = await _counts(session, deployment.id)
+    software_ids = await session.scalars(
+        select(DeploymentSoftware.software_id)
+        .where(DeploymentSoftware.deployment_id == deployment.id)
+        .order_by(DeploymentSoftware.position)
+    )
+    result: dict[str, Any] = {
+        "id": deployment.id,
+        "deployment_name": deployment.deployment_name,
+        "status": deployment.status,
+        "created_at": iso(deployment.created_at),
+        "started_at": iso(deployment.started_at),
+        "completed_at": iso(deployment.completed_at),
+        "software_ids": list(software_ids),
+        "counts": counts,
+        "progress": progress,
+    }
+    if with_targets:
+        rows = await session.execute(
+            select(DeploymentTarget, Device.hostname)
+            .join(Device, Device.id == DeploymentTarget.device_id)
+            .where(DeploymentTarget.deployment_id == deployment.id)
+            .order_by(Device.hostname, DeploymentTarget.id)
+        )
+        result["targets"] = [
+            {**target_dict(t), "hostname": hostname} for t, hostname in rows
+        ]
+    return result

@@ -1,0 +1,159 @@
+"""Real Socket.IO clients for tests: a fake agent and a console, on loopback.
+
+Both are python-socketio `AsyncClient`s speaking the DESIGN.md contract; every
+received event lands in a per-event `asyncio.Queue` (and in `history`, in order), so a
+test waits on what it expects with a timeout instead of sleeping::
+
+    agent = FakeAgent(server.url, server.enrollment_token, "agent-1")
+    await agent.connect()
+    ack = await agent.register()
+    job = await agent.next("install_software")
+    await agent.report(job["deployment_id"], "completed", 100)
+    await agent.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from typing import Any
+
+import socketio
+
+import protocol
+
+TIMEOUT = 10.0
+_hosts = itertools.count(1)
+
+
+class SocketClient:
+    """A connected Socket.IO client that records every event it receives."""
+
+    def __init__(self, url: str, role: str, token: str | None) -> None:
+        self.url = url
+        self.role = role
+        self.token = token
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.queues: defaultdict[str, asyncio.Queue] = defaultdict(asyncio.Queue)
+        self.history: list[tuple[str, Any]] = []
+        self.disconnected = asyncio.Event()
+        self.sio.on("*", self._on_any)
+        self.sio.on("disconnect", self._on_disconnect)
+
+    async def _on_any(self, event: str, data: Any = None) -> None:
+        self.history.append((event, data))
+        self.queues[event].put_nowait(data)
+
+    async def _on_disconnect(self, reason: Any = None) -> None:
+        self.disconnected.set()
+
+    async def connect(self, auth: Any = ...) -> None:
+        """Connect over websocket; raises socketio.exceptions.ConnectionError."""
+        if auth is ...:
+            auth = {"role": self.role, "token": self.token}
+        await self.sio.connect(
+            self.url, auth=auth, transports=["websocket"], wait_timeout=TIMEOUT
+        )
+
+    @property
+    def sid(self) -> str | None:
+        return self.sio.get_sid()
+
+    async def call(self, event: str, data: Any = None) -> Any:
+        """Emit `event` and return the server's acknowledgement."""
+        return await self.sio.call(event, data, timeout=TIMEOUT)
+
+    async def next(self, event: str, wait: float = TIMEOUT) -> Any:
+        """The next `event` received, waiting at most `wait` seconds."""
+        async with asyncio.timeout(wait):
+            return await self.queues[event].get()
+
+    def pending(self, event: str) -> int:
+        """How many `event`s arrived and were not taken with `next` yet."""
+        return self.queues[event].qsize()
+
+    async def close(self) -> None:
+        """Disconnect (if connected) and stop any reconnection attempts."""
+        await self.sio.shutdown()
+
+
+class FakeAgent(SocketClient):
+    """An agent that registers and reports as told; it installs nothing."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        agent_id: str = "agent-1",
+        hostname: str | None = None,
+        platform: str = "linux",
+    ) -> None:
+        super().__init__(url, "agent", token)
+        self.agent_id = agent_id
+        self.hostname = hostname or f"pc-{next(_hosts)}"
+        self.platform = platform
+        self.device_id: int | None = None
+
+    def registration(self, **overrides: Any) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "hostname": self.hostname,
+            "platform": self.platform,
+            "os_version": "test",
+            "agent_version": "0.0-test",
+            **overrides,
+        }
+
+    async def register(self, **overrides: Any) -> dict[str, Any]:
+        """Send `agent_register`; return the ack (and keep the device id)."""
+        ack = await self.call(protocol.AGENT_REGISTER, self.registration(**overrides))
+        if ack.get("ok"):
+            self.device_id = ack["device_id"]
+        return ack
+
+    async def report(
+        self,
+        deployment_id: int,
+        status: str,
+        progress: float,
+        device_id: int | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Send `software_installation_status`; return the ack."""
+        payload = {
+            "deployment_id": deployment_id,
+            "device_id": device_id if device_id is not None else self.device_id,
+            "status": status,
+            "progress": progress,
+            **extra,
+        }
+        return await self.call(protocol.SOFTWARE_INSTALLATION_STATUS, payload)
+
+    async def sync(self) -> None:
+        """Round trip to the server: events it sent before this call have arrived."""
+        await self.call(protocol.JOIN_ROOM, {"room": self.agent_id})
+
+
+class ConsoleClient(SocketClient):
+    """A remote console: joins room `consoles` with the admin token."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        super().__init__(url, "console", token)
+
+
+async def connected_agent(
+    server: Any, agent_id: str = "agent-1", **kw: Any
+) -> FakeAgent:
+    """A FakeAgent connected and registered to `server` (a started DeployServer)."""
+    agent = FakeAgent(server.url, server.enrollment_token, agent_id, **kw)
+    await agent.connect()
+    ack = await agent.register()
+    assert ack["ok"], ack
+    return agent
+
+
+def write_installer(path, content: bytes = b"#!/bin/sh\necho installed\n"):
+    """A small installer file on disk; returns its path."""
+    path.write_bytes(content)
+    return path
