@@ -1,0 +1,152 @@
+"""`deploy-console`: the desktop program with its embedded server (qasync)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import qasync
+from PySide6.QtWidgets import QApplication, QMessageBox, QStyleFactory
+
+from server.config import DEFAULT_PORT, ServerConfig, default_data_dir
+from server.errors import (
+    DatabaseTooNewError,
+    DataDirError,
+    EnvironmentFault,
+    PortInUseError,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_SELF_TEST_FAILED = 1
+EXIT_STARTUP_ERROR = 2
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="deploy-console",
+        description="Push software to your devices: the console and its server.",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--demo", action="store_true", help="start sample agents and packages"
+    )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="offscreen: start the server and one agent, deploy a sample, exit 0/1",
+    )
+    parser.add_argument(
+        "--agent-cmd",
+        default=None,
+        help='agent command for --self-test (default: "<python> -m agent")',
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def startup_error_text(exc: EnvironmentFault, config: ServerConfig) -> str:
+    """A sentence a technician can act on, for an error raised by server.start()."""
+    if isinstance(exc, PortInUseError):
+        return (
+            f"Port {config.port} is already used by another program (perhaps "
+            f"another Deploy Console). Close it, or start with --port.\n\n{exc}"
+        )
+    if isinstance(exc, DataDirError):
+        return (
+            f"The data folder {config.data_dir} cannot be written. Check its "
+            f"permissions and free space, or start with --data-dir.\n\n{exc}"
+        )
+    if isinstance(exc, DatabaseTooNewError):
+        return (
+            "The database in the data folder was written by a newer Deploy "
+            f"Console. Install that version again, or use another --data-dir.\n\n{exc}"
+        )
+    return str(exc)
+
+
+def _show_startup_error(text: str) -> None:
+    box = QMessageBox(QMessageBox.Icon.Critical, "Deploy Console", text)
+    box.setInformativeText("Deploy Console could not start.")
+    box.exec()  # the asyncio loop is not running here: a plain modal is fine
+
+
+def _application() -> QApplication:
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("Deploy Console")
+        app.setOrganizationName("DeployConsole")
+    app.setQuitOnLastWindowClosed(False)  # the session decides when to stop
+    return app
+
+
+async def run_console(
+    options: argparse.Namespace, report_error: Callable[[str], None]
+) -> int:
+    """The console's life: start, show, wait for the window to close, stop."""
+    from console.session import ConsoleSession
+    from console.ui.main_window import load_style_sheet
+
+    app = QApplication.instance()
+    app.setStyle(QStyleFactory.create("Fusion"))
+    app.setStyleSheet(load_style_sheet())
+    config = ServerConfig(
+        host="0.0.0.0",
+        port=options.port,
+        data_dir=options.data_dir or default_data_dir(),
+    )
+    session = ConsoleSession(config, demo=options.demo)
+    try:
+        await session.start()
+    except EnvironmentFault as exc:
+        log.error("cannot start: %s", exc)
+        await session.stop()
+        report_error(startup_error_text(exc, config))
+        return EXIT_STARTUP_ERROR
+
+    session.window.show()
+    await session.wait_closed()
+    await session.stop()
+    return EXIT_OK
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    report_error: Callable[[str], None] | None = None,
+) -> int:
+    """Entry point of `deploy-console`; returns the process exit code.
+
+    Args:
+        argv: command line without the program name (default: sys.argv[1:]).
+        report_error: shows a startup error; default a message box shown once the
+            loop has stopped (tests pass a list's append).
+    """
+    options = parse_args(argv)
+    if options.self_test:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = _application()
+    errors: list[str] = []
+
+    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+        if options.self_test:
+            from console.selftest import run_self_test
+
+            return runner.run(run_self_test(options))
+        code = runner.run(run_console(options, errors.append))
+
+    for text in errors:
+        (report_error or _show_startup_error)(text)
+    return code

@@ -1,0 +1,145 @@
+"""`ConsoleSession`: the embedded server and the window, started and stopped in order.
+
+Runs on the qasync loop; every method is a coroutine or a quick slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from console.tasks import TaskKeeper
+from console.ui.main_window import MainWindow
+from server.app import DeployServer
+from server.config import ServerConfig
+from server.errors import EnvironmentFault
+
+log = logging.getLogger(__name__)
+
+DEMO_AGENTS = 3
+DEMO_REGISTER_TIMEOUT_S = 120
+
+
+class ConsoleSession:
+    """One run of the console: a `DeployServer` on the loop plus its `MainWindow`.
+
+    Args:
+        config: where the server listens and keeps its data.
+        demo: after start, add the sample packages, start a few local agents and
+            deploy the first sample to them (`server.demo`).
+    """
+
+    def __init__(self, config: ServerConfig, *, demo: bool = False) -> None:
+        self.config = config
+        self.demo = demo
+        self.server: Any = None
+        self.window = MainWindow()
+        self.fleet: Any = None
+        self._closed = asyncio.Event()
+        self._tasks = TaskKeeper(self.window.show_error)
+        self.window.closed.connect(self._closed.set)
+        self.window.port_change_requested.connect(self.on_port_change_requested)
+
+    async def start(self) -> None:
+        """Start the server and show it in the window.
+
+        Raises the server's `EnvironmentFault`s (port in use, data folder, newer
+        database) unchanged, with nothing left running.
+        """
+        server = DeployServer(self.config)
+        await server.start()
+        self.server = server
+        log.info("console started; server listening on port %s", server.port)
+        self.window.attach(server)
+        if self.demo:
+            self._tasks.spawn(self._run_demo(), "starting the demo")
+
+    async def wait_closed(self) -> None:
+        """Return when the technician has closed the window."""
+        await self._closed.wait()
+
+    async def stop(self) -> None:
+        """Stop in order: window tasks, demo agents, then the server."""
+        await self._tasks.cancel_all()
+        await self.window.shutdown()
+        if self.fleet is not None:
+            fleet, self.fleet = self.fleet, None
+            await fleet.stop()
+        if self.server is not None:
+            server, self.server = self.server, None
+            await server.stop()
+        self.window.close()
+        self.window.deleteLater()
+        log.info("console stopped")
+
+    # --- port change -----------------------------------------------------------
+
+    def on_port_change_requested(self, port: int) -> None:
+        self._tasks.spawn(self.restart(port), "restarting the server")
+
+    async def restart(self, port: int) -> None:
+        """Restart the server on `port` in place; on failure go back to the old one."""
+        old_config = self.config
+        self.window.detach()
+        await self.server.stop()
+        self.server = None
+        self.config = dataclasses.replace(old_config, port=port)
+        try:
+            await self.start_server_only()
+        except EnvironmentFault as exc:
+            log.warning("cannot listen on port %s: %s", port, exc)
+            self.window.show_error(f"Cannot listen on port {port}: {exc}")
+            self.config = old_config
+            await self.start_server_only()
+        # TODO(console): demo agents keep the old URL after a port change.
+
+    async def start_server_only(self) -> None:
+        server = DeployServer(self.config)
+        await server.start()
+        self.server = server
+        self.window.attach(server)
+        log.info("server restarted on port %s", server.port)
+
+    # --- demo ------------------------------------------------------------------
+
+    async def _run_demo(self) -> None:
+        try:
+            from server.demo import DemoFleet, add_sample_packages
+        except ImportError:
+            log.warning("demo unavailable: server.demo is missing")
+            self.window.show_status("Demo unavailable: server.demo is not installed")
+            return
+
+        server = self.server
+        self.window.show_status("Demo: adding the sample packages…")
+        samples = await add_sample_packages(server)
+        for sample in samples:
+            self.window.software.add(sample)
+
+        self.window.show_status(f"Demo: starting {DEMO_AGENTS} local agents…")
+        self.fleet = DemoFleet(server.url, server.enrollment_token, count=DEMO_AGENTS)
+        await self.fleet.start()
+        await self.fleet.wait_registered(server, DEMO_REGISTER_TIMEOUT_S)
+
+        devices = [
+            d
+            for d in await server.list_devices()
+            if str(d["agent_id"]).startswith("demo-agent-")
+        ]
+        if not samples or not devices:
+            self.window.show_status("Demo: no samples or agents to deploy to")
+            return
+        first = next(
+            (s for s in samples if s.get("installer_type") == "script"), samples[0]
+        )
+        deployment = await server.create_deployment(
+            [int(first["id"])],
+            [int(d["id"]) for d in devices],
+            deployment_name=f"Demo: {first['name']}",
+        )
+        self.window.show_deployment(deployment)
+        self.window.show_status(
+            "Demo: deploying — drag more packages from the library onto devices"
+        )
