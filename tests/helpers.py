@@ -38,12 +38,18 @@ class SocketClient:
         self.queues: defaultdict[str, asyncio.Queue] = defaultdict(asyncio.Queue)
         self.history: list[tuple[str, Any]] = []
         self.disconnected = asyncio.Event()
+        self.refusals: list[Any] = []
+        """What the server said when it refused a connection (`connect_error`)."""
         self.sio.on("*", self._on_any)
         self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("connect_error", self._on_connect_error)
 
     async def _on_any(self, event: str, data: Any = None) -> None:
         self.history.append((event, data))
         self.queues[event].put_nowait(data)
+
+    async def _on_connect_error(self, data: Any = None) -> None:
+        self.refusals.append(data)
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self.disconnected.set()
