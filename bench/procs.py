@@ -57,10 +57,17 @@ def nginx_missing() -> str | None:
 
 
 def ours_missing() -> str | None:
-    """Why our server cannot be started as `python -m server.cli`, or None."""
-    if not (REPO_DIR / "server" / "cli.py").exists():
-        return "server/cli.py not there yet (the server has not landed)"
+    """Why our server cannot be started here, or None."""
+    if not (REPO_DIR / "server" / "app.py").exists():
+        return "server/app.py missing (the server has not landed)"
     return None
+
+
+def ours_module() -> str:
+    """`server.cli` (what `deploy-server` runs) once it exists, else our launcher."""
+    if (REPO_DIR / "server" / "cli.py").exists():
+        return "server.cli"
+    return "bench.serve_ours"
 
 
 @dataclass
@@ -159,6 +166,7 @@ async def wait_until_serving(server: ServerProcess, path: str) -> None:
 
 async def start_ours(workdir: Path, enrollment: str, admin: str) -> ServerProcess:
     """`python -m server.cli` with a fresh data folder and fixed tokens (env)."""
+    module = ours_module()
     port = free_port()
     data_dir = workdir / "ours-data"
     data_dir.mkdir()
@@ -167,7 +175,7 @@ async def start_ours(workdir: Path, enrollment: str, admin: str) -> ServerProces
         [
             sys.executable,
             "-m",
-            "server.cli",
+            module,
             "--host",
             "127.0.0.1",
             "--port",
@@ -181,6 +189,7 @@ async def start_ours(workdir: Path, enrollment: str, admin: str) -> ServerProces
     server = ServerProcess(
         "ours", f"http://127.0.0.1:{port}", enrollment, admin, proc, log_path
     )
+    server.extra["launcher"] = module
     await wait_until_serving(server, "/api/devices")
     return server
 
