@@ -677,6 +677,8 @@ async def run_headless_demo(server, args) -> int:
     try:
         _say(f"demo: starting {count} agents in {fleet.base_dir}")
         await fleet.start()
+        if fleet.wine_prefix is not None:
+            _say("demo: preparing a Wine prefix for the MSI sample (about 15 s)")
         devices = await fleet.wait_registered(server, timeout=timeout)
         _say(
             f"demo: {len(devices)} agents registered; deploying {len(deployable)} "
@@ -712,7 +714,10 @@ def _report(
 ) -> int:
     packages = " + ".join(f"{s['name']} {s['version']}" for s in deployable)
     by_id = {d["id"]: d for d in devices}
-    targets = sorted(deployment["targets"], key=lambda t: t["device_id"])
+    order = {d["id"]: position for position, d in enumerate(devices)}
+    targets = sorted(
+        deployment["targets"], key=lambda t: order.get(t["device_id"], len(order))
+    )
 
     _say(f"demo: deployment {deployment['id']} finished as {deployment['status']}")
     for target in targets:
