@@ -19,6 +19,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -648,8 +649,34 @@ async def run_headless_demo(server, args) -> int:
     180) and `args.demo_dir` (keep the agents' folders there instead of a temporary
     folder) when the CLI defines them. Prints one line per target and a summary;
     returns 0 only if every target succeeded. The agents, and their folders unless
-    `demo_dir` was given, are removed before returning, also when cancelled (Ctrl-C).
+    `demo_dir` was given, are removed before returning, also on Ctrl-C or SIGTERM
+    (then the demo says it was interrupted and returns 130).
     """
+    demo = asyncio.ensure_future(_run_demo(server, args))
+    loop = asyncio.get_running_loop()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            before = signal.getsignal(signum)
+            loop.add_signal_handler(signum, demo.cancel)
+            previous[signum] = before
+    try:
+        return await demo
+    except asyncio.CancelledError:
+        outer = asyncio.current_task()
+        if outer is not None and outer.cancelling():
+            raise
+        _say("demo: interrupted; the demo agents and their folders are gone")
+        return 130
+    finally:
+        for signum, before in previous.items():
+            loop.remove_signal_handler(signum)
+            # Give the handler back (asyncio.run's own Ctrl-C handling, say).
+            if before is not None:
+                signal.signal(signum, before)
+
+
+async def _run_demo(server, args) -> int:
     count = getattr(args, "demo_agents", None) or DEFAULT_AGENT_COUNT
     timeout = float(getattr(args, "demo_timeout", None) or DEFAULT_DEMO_TIMEOUT_S)
     began = time.monotonic()

@@ -14,8 +14,9 @@ import errno
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import unquote
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -229,7 +230,7 @@ async def upload_software(request: web.Request) -> web.Response:
             if part.name == "file":
                 if upload is not None:
                     raise InvalidRequestError("Send exactly one file.")
-                file_name = Path(part.filename or "installer").name[:255]
+                file_name = _file_name(part.filename)
                 upload = await _receive_file(server, part)
             elif part.name and len(fields) < 16:
                 fields[part.name] = await part.text()
@@ -248,6 +249,12 @@ async def upload_software(request: web.Request) -> web.Response:
             with contextlib.suppress(OSError):
                 upload.unlink(missing_ok=True)
     return web.json_response(software, status=201)
+
+
+def _file_name(given: str | None) -> str:
+    """The base name of an uploaded file; percent-escapes (aiohttp clients) undone."""
+    name = PurePosixPath(unquote(given or "").replace("\\", "/")).name
+    return name[:255] or "installer"
 
 
 async def _receive_file(server: DeployServer, part: Any) -> Path:
