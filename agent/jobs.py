@@ -164,6 +164,8 @@ class JobRunner:
             key = await self._queue.get()
             job = self.store.jobs.get(key)
             if job is None or job.state != QUEUED:
+                if self._queue.empty():
+                    self._idle.set()
                 continue
             self._idle.clear()
             self._current = key
