@@ -10,6 +10,8 @@ import dataclasses
 import logging
 from typing import Any
 
+from PySide6.QtWidgets import QApplication
+
 from console.tasks import TaskKeeper
 from console.ui.main_window import MainWindow
 from server.app import DeployServer
@@ -35,9 +37,13 @@ class ConsoleSession:
         self.config = config
         self.demo = demo
         self.server: Any = None
+        # Closing the window must not quit Qt under the loop: the session stops
+        # the server first, then the program's coroutine returns.
+        QApplication.instance().setQuitOnLastWindowClosed(False)
         self.window = MainWindow()
         self.fleet: Any = None
         self._closed = asyncio.Event()
+        self._stopped = False
         self._tasks = TaskKeeper(self.window.show_error)
         self.window.closed.connect(self._closed.set)
         self.window.port_change_requested.connect(self.on_port_change_requested)
@@ -61,7 +67,10 @@ class ConsoleSession:
         await self._closed.wait()
 
     async def stop(self) -> None:
-        """Stop in order: window tasks, demo agents, then the server."""
+        """Stop in order: window tasks, demo agents, then the server. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self._tasks.cancel_all()
         await self.window.shutdown()
         if self.fleet is not None:

@@ -55,5 +55,9 @@ class TaskKeeper:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def join(self) -> None:
+        """Wait until every task running now has finished (failures are reported)."""
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     def __len__(self) -> int:
         return len(self._tasks)

@@ -49,9 +49,9 @@ async def ask(dialog: QDialog) -> int:
     try:
         return await future
     finally:
-        dialog.finished.disconnect(on_finished)
         if dialog.isVisible():
             dialog.reject()
+        dialog.finished.disconnect(on_finished)
 
 
 def _buttons(dialog: QDialog, ok_text: str) -> QDialogButtonBox:
@@ -83,8 +83,10 @@ class AddPackageDialog(QDialog):
         self.version_edit = QLineEdit(guess.version, self)
         self.type_box = QComboBox(self)
         for installer_type in InstallerType:
-            self.type_box.addItem(installer_type.value, installer_type)
-        self.type_box.setCurrentIndex(self.type_box.findData(guess.installer_type))
+            self.type_box.addItem(installer_type.value, installer_type.value)
+        self.type_box.setCurrentIndex(
+            self.type_box.findData(guess.installer_type.value)
+        )
         self.type_box.currentIndexChanged.connect(self._on_type_changed)
         self.args_edit = QLineEdit(guess.install_args, self)
         self.args_edit.setPlaceholderText("silent install arguments")
@@ -107,7 +109,7 @@ class AddPackageDialog(QDialog):
         layout.addWidget(self.buttons)
 
     def _on_type_changed(self) -> None:
-        installer_type = self.type_box.currentData()
+        installer_type = InstallerType(self.type_box.currentData())
         if self.args_edit.text() in DEFAULT_INSTALL_ARGS.values():
             self.args_edit.setText(DEFAULT_INSTALL_ARGS[installer_type])
 
@@ -120,7 +122,7 @@ class AddPackageDialog(QDialog):
         return {
             "name": self.name_edit.text().strip(),
             "version": self.version_edit.text().strip(),
-            "installer_type": self.type_box.currentData().value,
+            "installer_type": str(self.type_box.currentData()),
             "install_args": self.args_edit.text().strip(),
             "timeout_s": self.timeout_box.value(),
         }

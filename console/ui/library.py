@@ -150,7 +150,8 @@ class LibraryView(QTableView):
     """The library table: packages drag out to devices, installer files drop in.
 
     A file drop is always a copy, whatever action the file manager proposes (move,
-    link): the source file is never touched beyond reading it.
+    link): the source file is never touched beyond reading it. A drag that does not
+    allow copying at all is refused.
 
     Signals:
         files_dropped(list): the installer paths (`pathlib.Path`) dropped.
@@ -180,18 +181,26 @@ class LibraryView(QTableView):
         for column, width in ((1, 80), (2, 60), (3, 80), (4, 130)):
             header.resizeSection(column, width)
 
-    def _accepts(self, mime: QMimeData) -> bool:
-        return any(is_supported(path) for path in _local_files(mime))
+    @staticmethod
+    def _accepts(event: QDropEvent) -> bool:
+        """Installer files, from a source that lets us copy them.
+
+        A source that offers only "move" would delete its file after the drop,
+        so such a drag is refused rather than turned into a move.
+        """
+        if not event.possibleActions() & Qt.DropAction.CopyAction:
+            return False
+        return any(is_supported(path) for path in _local_files(event.mimeData()))
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        if self._accepts(event.mimeData()):
+        if self._accepts(event):
             event.setDropAction(Qt.DropAction.CopyAction)
             event.accept()
         else:
             event.ignore()
 
     def dragMoveEvent(self, event: QDragMoveEvent) -> None:
-        if self._accepts(event.mimeData()):
+        if self._accepts(event):
             event.setDropAction(Qt.DropAction.CopyAction)
             event.accept()
         else:
@@ -199,7 +208,7 @@ class LibraryView(QTableView):
 
     def dropEvent(self, event: QDropEvent) -> None:
         paths = [p for p in _local_files(event.mimeData()) if is_supported(p)]
-        if not paths:
+        if not paths or not self._accepts(event):
             event.ignore()
             return
         # Copy, never move: the file manager must not delete its original.

@@ -7,6 +7,7 @@ started through `TaskKeeper`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from importlib import resources
@@ -123,7 +124,10 @@ class MainWindow(QMainWindow):
         self.activity = ActivityModel(self)
         self._activity_handler = ActivityHandler(self.activity)
         for name in ACTIVITY_LOGGERS:
-            logging.getLogger(name).addHandler(self._activity_handler)
+            logger = logging.getLogger(name)
+            logger.addHandler(self._activity_handler)
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)  # the dock shows INFO whatever root says
 
         self._build_layout()
         self._build_actions()
@@ -318,10 +322,17 @@ class MainWindow(QMainWindow):
         self.tasks.spawn(self.deploy(software_ids, device_ids), "deploying")
 
     async def ask(self, dialog: QDialog) -> int:
-        """Open `dialog` without blocking the loop and wait for the answer."""
+        """Open `dialog` without blocking the loop and wait for the answer.
+
+        The dialog is deleted once control returns to the event loop, so read its
+        fields right after this returns, before awaiting anything else.
+        """
         waiting = ask(dialog)
         self.question_asked.emit(dialog)
-        return await waiting
+        try:
+            return await waiting
+        finally:
+            dialog.deleteLater()
 
     async def deploy(
         self, software_ids: list[int], device_ids: list[int]
@@ -339,7 +350,6 @@ class MainWindow(QMainWindow):
                 (self.devices.hostname(device_id), bool(device and device.online))
             )
         dialog = ConfirmDeploymentDialog(packages, devices, self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         if await self.ask(dialog) != QDialog.DialogCode.Accepted:
             return None
 
@@ -373,7 +383,6 @@ class MainWindow(QMainWindow):
 
     async def _choose_and_deploy(self, device_ids: list[int]) -> None:
         dialog = ChoosePackagesDialog(self.software.all_software(), self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         if await self.ask(dialog) != QDialog.DialogCode.Accepted:
             return
         software_ids = dialog.software_ids()
@@ -409,7 +418,6 @@ class MainWindow(QMainWindow):
                     f"{target['status']}{suffix}"
                 )
         dialog = HistoryDialog(self.devices.hostname(device_id), lines, self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         await self.ask(dialog)
 
     def _on_deployment_selected(self, deployment_id: int) -> None:
@@ -445,7 +453,6 @@ class MainWindow(QMainWindow):
         dialog = QFileDialog(self, "Add installer to the library")
         dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
         dialog.setNameFilter("Installers (*.msi *.exe *.ps1 *.bat *.cmd *.sh *.zip)")
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         if await self.ask(dialog) == QDialog.DialogCode.Accepted:
             await self.add_files([Path(name) for name in dialog.selectedFiles()])
 
@@ -454,7 +461,6 @@ class MainWindow(QMainWindow):
         added = []
         for path in paths:
             dialog = AddPackageDialog(path, guess_package(path), self)
-            dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
             if await self.ask(dialog) != QDialog.DialogCode.Accepted:
                 continue
             values = dialog.values()
@@ -492,7 +498,6 @@ class MainWindow(QMainWindow):
             ),
             parent=self,
         )
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         if await self.ask(dialog) != QDialog.DialogCode.Accepted:
             return
         if dialog.port() != server.port:
@@ -500,7 +505,8 @@ class MainWindow(QMainWindow):
 
     async def _regenerate(self, dialog: SettingsDialog) -> None:
         token = await self.server.regenerate_enrollment_token()
-        dialog.set_enrollment_token(token)
+        with contextlib.suppress(RuntimeError):  # the dialog was closed meanwhile
+            dialog.set_enrollment_token(token)
         self.show_status("New enrollment token: agents need it to connect")
 
     # --- closing -------------------------------------------------------------

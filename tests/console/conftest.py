@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before any Qt import
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ async def until(
         await asyncio.wait_for(done, timeout_s)
     finally:
         for signal in signals:
-            signal.disconnect(check)
+            with contextlib.suppress(RuntimeError):  # the sender is already gone
+                signal.disconnect(check)
 
 
 async def next_emission(signal: SignalInstance, timeout_s: float = WAIT_S) -> tuple:
@@ -72,7 +74,8 @@ async def next_emission(signal: SignalInstance, timeout_s: float = WAIT_S) -> tu
     try:
         return await asyncio.wait_for(got, timeout_s)
     finally:
-        signal.disconnect(on_signal)
+        with contextlib.suppress(RuntimeError):  # the sender is already gone
+            signal.disconnect(on_signal)
 
 
 @pytest.fixture
@@ -101,5 +104,9 @@ async def agents(session: ConsoleSession) -> AsyncIterator[Callable]:
         return await agent.connect()
 
     yield connect
+    # Let the server record each disconnect before the session stops it.
+    model = session.window.devices
     for agent in started:
         await agent.close()
+    if session.server is not None:
+        await until(lambda: model.online_count == 0, model.online_count_changed)

@@ -54,7 +54,7 @@ class FakeAgent:
                 "platform": "windows",
                 "os_version": "10.0.19045",
                 "agent_version": "0.1.0",
-                "ip": "10.0.0.%d" % (hash(self.agent_id) % 200 + 2),
+                "ip": f"10.0.0.{sum(self.agent_id.encode()) % 200 + 2}",
             },
             timeout=10,
         )
