@@ -1,24 +1,321 @@
 """Benchmark 4: the real console, offscreen, with many devices reporting.
 
-TODO(bench): measure once console/ lands -- run the console in a subprocess with
-QT_QPA_PLATFORM=offscreen, point a fleet at its embedded server, sample the lag of
-the shared Qt/asyncio loop and time the device list filling up.
+The console runs in its own process (`python -m bench.console_probe --port P
+--data-dir D`, QT_QPA_PLATFORM=offscreen): a `ConsoleSession` -- the embedded
+server and the main window on one qasync loop -- plus a probe task that sleeps
+10 ms at a time and records how late it wakes up (the loop's lag). The controller
+(`run`) points a fleet at the embedded server and tells the probe, one line on stdin
+at a time, which phase is running:
+
+    mark <phase>   start a new lag segment (storm, reporting, ...)
+    device_list    open a second main window on the same server and time until
+                   its device list holds every device, then close it
+    stop           print every segment's p50/p99/max and exit
+
+Every answer is one JSON line on stdout.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import REPO_DIR
+from bench.procs import REPO_DIR, free_port
+
+logger = logging.getLogger(__name__)
+
+PROBE_INTERVAL = 0.010
+READY_TIMEOUT = 120.0
+REPORT_HZ = 2.0
 
 
 def missing() -> str | None:
     """Why the console benchmark cannot run here, or None when it can."""
-    if not (REPO_DIR / "console" / "app.py").exists():
-        return "console/app.py not there yet (the console has not landed)"
-    return "console benchmark not written yet"
+    if not (REPO_DIR / "console" / "session.py").exists():
+        return "console/session.py not there yet (the console has not landed)"
+    try:
+        import PySide6  # noqa: F401
+        import qasync  # noqa: F401
+    except ImportError as exc:
+        return f"console dependencies missing: {exc}"
+    return None
+
+
+# --- controller side -----------------------------------------------------------
 
 
 async def run(workdir: Path, settings: Any) -> dict[str, Any]:
-    raise NotImplementedError
+    """Start the console, drive a fleet against it, return the lag figures."""
+    import secrets
+
+    import aiohttp
+
+    from bench.fleet import Fleet, FleetOptions
+    from bench.procs import ServerProcess
+    from bench.suite import AdminApi, ConsoleListener
+
+    folder = workdir / "console"
+    folder.mkdir()
+    enrollment, admin = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    port = free_port()
+    log_path = folder / "console.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.console_probe",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(folder / "data"),
+            cwd=REPO_DIR,
+            env={
+                **os.environ,
+                "QT_QPA_PLATFORM": "offscreen",
+                "DEPLOY_ENROLLMENT_TOKEN": enrollment,
+                "DEPLOY_ADMIN_TOKEN": admin,
+            },
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+    probe = _ProbeChannel(proc, log_path)
+    try:
+        ready = await asyncio.wait_for(probe.read(), READY_TIMEOUT)
+        server = ServerProcess(
+            "console", ready["url"], enrollment, admin, proc, log_path
+        )
+        package = folder / "noop.cmd"
+        package.write_bytes(b"@echo off\r\nrem bench no-op installer\r\n")
+        devices = settings.console_devices
+        options = FleetOptions(
+            server=server.url,
+            token=enrollment,
+            install_seconds=settings.ingest_seconds,
+            report_hz=REPORT_HZ,
+            skip_download=True,
+        )
+        listener = ConsoleListener(server)
+        await listener.connect()
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                Fleet(options, processes=settings.processes) as fleet,
+            ):
+                await probe.ask("mark storm")
+                results = await fleet.connect(devices, prefix="console")
+                device_ids = [r["device_id"] for r in results if r["ok"]]
+                api = AdminApi(server, http)
+                software_id = await api.software_id(package)
+                await probe.ask("mark reporting")
+                deployment = await api.create_deployment(
+                    [software_id], device_ids, "bench console"
+                )
+                await listener.wait_finished(
+                    deployment["id"], settings.deployment_timeout
+                )
+                await probe.ask("mark idle")
+                shown = await probe.ask("device_list")
+        finally:
+            await listener.close()
+        segments = (await probe.ask("stop"))["segments"]
+    finally:
+        await probe.close()
+    reporting = segments.get("reporting", {})
+    return {
+        "devices": len(device_ids),
+        "report_hz": REPORT_HZ,
+        "lag_p50_ms": reporting.get("p50_ms"),
+        "lag_p99_ms": reporting.get("p99_ms"),
+        "lag_max_ms": reporting.get("max_ms"),
+        "device_list_s": shown["seconds"],
+        "device_list_rows": shown["rows"],
+        "segments": segments,
+    }
+
+
+class _ProbeChannel:
+    """JSON lines to and from the console probe process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path) -> None:
+        self._proc = proc
+        self._log_path = log_path
+
+    async def read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = await self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"console probe exited; see {self._log_path}")
+        return json.loads(line)
+
+    async def ask(self, command: str) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command.encode() + b"\n")
+        await self._proc.stdin.drain()
+        return await asyncio.wait_for(self.read(), READY_TIMEOUT)
+
+    async def close(self) -> None:
+        if self._proc.returncode is None:
+            self._proc.terminate()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 20)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+
+
+# --- console side ----------------------------------------------------------------
+
+
+class _LagProbe:
+    """Samples how late a 10 ms sleep wakes up on the console's loop."""
+
+    def __init__(self) -> None:
+        self.segments: dict[str, list[float]] = {"start": []}
+        self._current = self.segments["start"]
+
+    def mark(self, name: str) -> None:
+        self._current = self.segments.setdefault(name, [])
+
+    async def sample(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(PROBE_INTERVAL)
+            self._current.append(max(0.0, loop.time() - before - PROBE_INTERVAL))
+
+    def summary(self) -> dict[str, dict[str, float | int | None]]:
+        from bench.suite import percentile
+
+        out = {}
+        for name, lags in self.segments.items():
+            out[name] = {
+                "samples": len(lags),
+                "p50_ms": _ms(percentile(lags, 50)),
+                "p99_ms": _ms(percentile(lags, 99)),
+                "max_ms": _ms(max(lags) if lags else None),
+            }
+        return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:
+    """Thread: hand each stdin line to the loop (qasync has no pipe reader)."""
+    for line in sys.stdin:
+        loop.call_soon_threadsafe(queue.put_nowait, line.strip())
+    loop.call_soon_threadsafe(queue.put_nowait, "stop")
+
+
+async def _time_device_list(server: Any, expected: int) -> dict[str, Any]:
+    """A fresh main window on `server`: seconds until its list holds `expected`.
+
+    The window's model signals each insertion; nothing here may spin Qt's event
+    loop by hand (processEvents would re-enter the qasync loop).
+    """
+    from console.ui.main_window import MainWindow
+
+    start = time.monotonic()
+    window = MainWindow()
+    filled = asyncio.Event()
+
+    def on_rows_inserted(*_args: object) -> None:
+        if window.devices.rowCount() >= expected:
+            filled.set()
+
+    window.devices.rowsInserted.connect(on_rows_inserted)
+    on_rows_inserted()
+    window.attach(server)
+    window.show()
+    try:
+        await asyncio.wait_for(filled.wait(), READY_TIMEOUT)
+        seconds: float | None = time.monotonic() - start
+    except TimeoutError:
+        seconds = None
+    rows = window.devices.rowCount()
+    await window.shutdown()
+    window.close()
+    window.deleteLater()
+    return {"seconds": seconds, "rows": rows}
+
+
+async def _console_main(args: argparse.Namespace) -> None:
+    from console.session import ConsoleSession
+    from server.config import ServerConfig
+
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=args.port,
+        data_dir=args.data_dir,
+        enrollment_token=os.environ.get("DEPLOY_ENROLLMENT_TOKEN"),
+        admin_token=os.environ.get("DEPLOY_ADMIN_TOKEN"),
+    )
+    session = ConsoleSession(config)
+    await session.start()
+    session.window.show()
+    probe = _LagProbe()
+    sampler = asyncio.ensure_future(probe.sample())
+    commands: asyncio.Queue[str] = asyncio.Queue()
+    reader = threading.Thread(
+        target=_stdin_lines,
+        args=(asyncio.get_running_loop(), commands),
+        name="probe-stdin",
+        daemon=True,
+    )
+    reader.start()
+    _answer({"url": session.server.url})
+    try:
+        while True:
+            command = await commands.get()
+            if command.startswith("mark "):
+                probe.mark(command.removeprefix("mark "))
+                _answer({"ok": True})
+            elif command == "device_list":
+                expected = len(await session.server.list_devices())
+                _answer(await _time_device_list(session.server, expected))
+            elif command == "stop":
+                _answer({"ok": True, "segments": probe.summary()})
+                return
+    finally:
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
+        await session.stop()
+
+
+def _answer(reply: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(reply) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.console_probe")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    from bench.fleet import raise_fd_limit
+
+    raise_fd_limit()
+    app = QApplication(sys.argv[:1])
+    app.setQuitOnLastWindowClosed(False)
+    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+        runner.run(_console_main(args))
+
+
+if __name__ == "__main__":
+    main()
