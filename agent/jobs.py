@@ -47,6 +47,8 @@ class Job:
     deployment_id: int
     device_id: int
     software_list: list[dict[str, Any]]
+    attempt: int = 1
+    """The server's attempt number: a higher one for the same target is a new run."""
     state: str = QUEUED
     index: int = 0
     """The package being (or next to be) worked on."""
@@ -196,10 +198,12 @@ class JobRunner:
         """Take an `install_software`; a job already known is reported, not rerun."""
         key = job_key(order.deployment_id, order.device_id)
         job = self.store.jobs.get(key)
-        if job is not None:
+        retry = job is not None and job.state == DONE and order.attempt > job.attempt
+        if job is not None and not retry:
             log.info(
-                "deployment %s sent again; it is %s here, reporting its state",
+                "deployment %s (attempt %s) sent again; it is %s here, reporting it",
                 order.deployment_id,
+                order.attempt,
                 job.state,
             )
             if job.last_status:
@@ -210,6 +214,7 @@ class JobRunner:
             deployment_id=order.deployment_id,
             device_id=order.device_id,
             software_list=[s.model_dump(mode="json") for s in order.software_list],
+            attempt=order.attempt,
         )
         self.store.jobs[key] = job
         names = ", ".join(s.name for s in order.software_list)
@@ -335,6 +340,7 @@ class JobRunner:
                     "device_id": job.device_id,
                     "software_name": item.name,
                     "progress": round(100 * fraction, 1),
+                    "attempt": job.attempt,
                 }
             )
             self._status(
@@ -424,6 +430,7 @@ class JobRunner:
             "completed": job.completed,
             "failed": job.failed,
             "reboot_required": job.reboot_required,
+            "attempt": job.attempt,
         }
         for name, value in extra.items():
             if value is not None:

@@ -166,3 +166,93 @@ def order(deployment_id: int, *items: dict[str, Any], device_id: int = 1):
 
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX shell scripts")
+
+
+class AgentProcess:
+    """The real `deploy-agent` (`python -m agent ...`) as a child process; its
+    stderr lines are collected so a test can wait for one."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.lines: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._changed = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            async with self._changed:
+                self.lines.append(line.decode("utf-8", errors="replace"))
+                self._changed.notify_all()
+
+    async def wait_for_line(self, text: str, within: float = 30) -> str:
+        def found() -> str | None:
+            return next((line for line in self.lines if text in line), None)
+
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: found() is not None)
+        return found() or ""
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                async with asyncio.timeout(15):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+async def wait_for_target(server: Any, deployment_id: int, within: float = 60) -> dict:
+    """Wait until the deployment's first target is terminal; return that target."""
+    changed = asyncio.Event()
+
+    def on_event(event: str, payload: dict) -> None:
+        if payload.get("deployment_id") == deployment_id:
+            changed.set()
+
+    unsubscribe = server.add_listener(on_event)
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                changed.clear()
+                deployment = await server.get_deployment(deployment_id)
+                target = deployment["targets"][0]
+                if target["status"] in ("success", "failed", "cancelled"):
+                    return target
+                await changed.wait()
+    finally:
+        unsubscribe()
+
+
+async def wait_for_device(server: Any, agent_id: str, within: float = 60) -> dict:
+    """Wait until the agent's device is online on `server`; return the device."""
+    changed = asyncio.Event()
+
+    def on_event(event: str, payload: dict) -> None:
+        changed.set()
+
+    unsubscribe = server.add_listener(on_event)
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                changed.clear()
+                for device in await server.list_devices():
+                    if device["agent_id"] == agent_id and device["online"]:
+                        return device
+                await changed.wait()
+    finally:
+        unsubscribe()

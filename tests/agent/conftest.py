@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agent_helpers import TOKEN, PackageServer, RunningAgent, start_runner
 from aiohttp import web
 
 from agent.config import AgentConfig
+from tests.agent.agent_helpers import TOKEN, PackageServer, RunningAgent, start_runner
 
 
 @pytest.fixture

@@ -7,7 +7,11 @@ import os
 from pathlib import Path
 
 import psutil
-from agent_helpers import (
+
+from agent.config import AgentConfig
+from agent.jobs import RESTARTED_MESSAGE, job_key
+from protocol import CancelDeployment, InstallationStatus, parse_payload
+from tests.agent.agent_helpers import (
     PackageServer,
     RunningAgent,
     order,
@@ -15,10 +19,6 @@ from agent_helpers import (
     posix_only,
     start_runner,
 )
-
-from agent.config import AgentConfig
-from agent.jobs import RESTARTED_MESSAGE, job_key
-from protocol import CancelDeployment, InstallationStatus, parse_payload
 
 pytestmark = posix_only
 

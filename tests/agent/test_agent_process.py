@@ -1,0 +1,156 @@
+"""The real `deploy-agent` process against the real Deploy Console server."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.agent.agent_helpers import (
+    AgentProcess,
+    posix_only,
+    wait_for_device,
+    wait_for_target,
+)
+
+pytestmark = posix_only
+
+StartAgent = Callable[..., Awaitable[AgentProcess]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+async def start_agent(tmp_path: Path) -> AsyncIterator[StartAgent]:
+    agents: list[AgentProcess] = []
+
+    async def start(
+        url: str, token: str, agent_id: str = "agent-proc-1", *extra: str
+    ) -> AgentProcess:
+        home = tmp_path / agent_id
+        argv = [
+            sys.executable,
+            "-m",
+            "agent",
+            "--server",
+            url,
+            "--token",
+            token,
+            "--state-dir",
+            str(home / "state ü"),
+            "--install-root",
+            str(home / "Programme Ä"),
+            "--agent-id",
+            agent_id,
+            *extra,
+        ]
+        agent = AgentProcess(argv)
+        await agent.start()
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        await agent.stop()
+
+
+INSTALLER = """#!/bin/sh
+set -e
+mkdir -p "$DEPLOY_INSTALL_ROOT/$1"
+echo "hello from $DEPLOY_SOFTWARE_NAME" > "$DEPLOY_INSTALL_ROOT/$1/read me ü.txt"
+""".encode()
+
+
+async def test_agent_started_before_the_server_registers_and_installs(
+    server_factory, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    port = free_port()
+    token = "enroll-before-server"
+    agent = await start_agent(f"http://127.0.0.1:{port}", token)
+    await agent.wait_for_line("cannot reach the server")
+
+    server = await server_factory(port=port, enrollment_token=token)
+    device = await wait_for_device(server, "agent-proc-1")
+    installer = tmp_path / "set up ü.sh"
+    installer.write_bytes(INSTALLER)
+    software = await server.add_software(
+        installer,
+        name="Tool Ü",
+        version="1.0",
+        installer_type="script",
+        install_args="'My Tool é'",
+    )
+    deployment = await server.create_deployment([software["id"]], [device["id"]])
+
+    target = await wait_for_target(server, deployment["id"])
+
+    assert target["status"] == "success", target
+    installed = (
+        tmp_path / "agent-proc-1" / "Programme Ä" / "My Tool é" / "read me ü.txt"
+    )
+    assert installed.read_text() == "hello from Tool Ü\n"
+
+
+async def test_failing_installer_ends_the_target_failed_with_its_exit_code(
+    server, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    await start_agent(server.url, server.enrollment_token)
+    device = await wait_for_device(server, "agent-proc-1")
+    installer = tmp_path / "broken.sh"
+    installer.write_bytes(b"#!/bin/sh\necho 'cannot write registry' >&2\nexit 5\n")
+    software = await server.add_software(
+        installer, name="Broken", version="1", installer_type="script"
+    )
+    deployment = await server.create_deployment([software["id"]], [device["id"]])
+
+    target = await wait_for_target(server, deployment["id"])
+
+    assert target["status"] == "failed"
+    assert target["exit_code"] == 5
+    assert "exit code 5" in target["message"]
+
+
+async def test_refused_token_is_reported_clearly_and_the_agent_keeps_running(
+    server, start_agent: StartAgent
+) -> None:
+    agent = await start_agent(server.url, "not-the-token")
+
+    line = await agent.wait_for_line("refused this agent")
+
+    assert "retrying in" in line
+    assert agent.proc is not None and agent.proc.returncode is None
+
+
+async def test_agent_registers_again_after_the_server_restarts(
+    server_factory, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    port = free_port()
+    data = tmp_path / "server data"
+    first = await server_factory(port=port, data_dir=data, enrollment_token="t0k")
+    agent = await start_agent(first.url, "t0k")
+    await wait_for_device(first, "agent-proc-1")
+    await first.stop()
+    await agent.wait_for_line("connection to")
+
+    second = await server_factory(port=port, data_dir=data, enrollment_token="t0k")
+
+    device = await wait_for_device(second, "agent-proc-1")
+    assert device["online"]
+
+
+async def test_sigterm_stops_the_agent_cleanly(server, start_agent: StartAgent) -> None:
+    agent = await start_agent(server.url, server.enrollment_token)
+    await wait_for_device(server, "agent-proc-1")
+    assert agent.proc is not None
+
+    agent.proc.send_signal(signal.SIGTERM)
+
+    assert await agent.proc.wait() == 0
