@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from server.app import DeployServer
@@ -21,6 +22,8 @@ from server.config import DEFAULT_PORT, ServerConfig, default_data_dir
 from server.errors import ServerError
 
 log = logging.getLogger(__name__)
+
+READY_LINE = "Press Ctrl+C to stop."
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,12 +72,15 @@ async def run(args: argparse.Namespace) -> int:
         print(f"deploy-server: {exc}", file=sys.stderr)
         return 2
 
+    stop = asyncio.Event()
     try:
-        _announce(server)
-        if args.demo:
-            return await _run_demo(server, args)
-        await _wait_for_stop_signal()
-        return 0
+        with _stop_on_signals(stop):
+            _announce(server)
+            if args.demo:
+                return await _run_demo(server, args)
+            await stop.wait()
+            log.info("stop requested")
+            return 0
     finally:
         await server.stop()
 
@@ -86,6 +92,7 @@ def _announce(server: DeployServer) -> None:
         print("New tokens were generated and stored in the data folder:", flush=True)
         print(f"  enrollment token (agents): {server.enrollment_token}", flush=True)
         print(f"  admin token (consoles, API): {server.admin_token}", flush=True)
+    print(READY_LINE, flush=True)
 
 
 async def _run_demo(server: DeployServer, args: argparse.Namespace) -> int:
@@ -101,19 +108,20 @@ async def _run_demo(server: DeployServer, args: argparse.Namespace) -> int:
     return await run_headless_demo(server, args)
 
 
-async def _wait_for_stop_signal() -> None:
-    stop = asyncio.Event()
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set `stop` on SIGINT or SIGTERM while inside; Windows has Ctrl+C instead."""
     loop = asyncio.get_running_loop()
+    installed = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C raises
+        with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
     try:
-        await stop.wait()
+        yield
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(signum)
-    log.info("stop requested")
+        for signum in installed:
+            loop.remove_signal_handler(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
