@@ -72,6 +72,26 @@ def startup_error_text(exc: EnvironmentFault, config: ServerConfig) -> str:
     return str(exc)
 
 
+def _configure_logging(level_name: str) -> None:
+    """Print lines at `level_name` and up; the activity dock still gets INFO.
+
+    Leaves logging alone when the host process configured it already (tests).
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    level = logging.getLevelName(level_name.upper())
+    if not isinstance(level, int):
+        level = logging.INFO
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))
+
+
 def _show_startup_error(text: str) -> None:
     box = QMessageBox(QMessageBox.Icon.Critical, "Deploy Console", text)
     box.setInformativeText("Deploy Console could not start.")
@@ -133,10 +153,7 @@ def main(
     options = parse_args(argv)
     if options.self_test:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    logging.basicConfig(
-        level=options.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(options.log_level)
     app = _application()
     errors: list[str] = []
 

@@ -124,7 +124,7 @@ async def run_self_test(options: argparse.Namespace) -> int:
                     stderr=asyncio.subprocess.STDOUT,
                 )
             _step(f"agent started: {shlex.join(argv[:-8])} (pid {agent.pid}) ... ok")
-            device = await registered
+            device = await _unless_exits(agent, registered)
             _step(f"agent registered as device {device['device_id']} ... ok")
 
             sample = _write_sample(root / "sample")
@@ -187,6 +187,23 @@ async def run_self_test(options: argparse.Namespace) -> int:
             await session.stop()
     _step("passed")
     return 0
+
+
+async def _unless_exits(
+    agent: asyncio.subprocess.Process, waiting: Any
+) -> dict[str, Any]:
+    """Await `waiting`, but fail at once if the agent process exits first."""
+    wanted = asyncio.ensure_future(waiting)
+    exited = asyncio.ensure_future(agent.wait())
+    try:
+        await asyncio.wait({wanted, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if wanted.done():
+            return wanted.result()
+        raise SelfTestFailed(f"the agent exited with code {exited.result()}")
+    finally:
+        for future in (wanted, exited):
+            future.cancel()
+        await asyncio.gather(wanted, exited, return_exceptions=True)
 
 
 async def _stop_agent(agent: asyncio.subprocess.Process | None) -> None:
