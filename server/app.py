@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import db
 from server.config import ServerConfig
-from server.errors import DataDirError, PortInUseError
+from server.errors import DataDirError, EnvironmentFault, PortInUseError
 from server.gateway import AgentGateway, Listener
 from server.http_api import setup_routes
 from server.packages import PackageStore, Progress
@@ -120,8 +120,12 @@ class DeployServer:
             await db.migrate(self._engine)
             self._repository = Repository(db.session_factory(self._engine))
             if config.redis_url:
-                self._registry = RedisAgentRegistry(config.redis_url)
-                manager = socketio.AsyncRedisManager(config.redis_url)
+                self._registry = RedisAgentRegistry(
+                    config.redis_url, prefix=f"{config.redis_channel}:"
+                )
+                manager = socketio.AsyncRedisManager(
+                    config.redis_url, channel=config.redis_channel
+                )
             else:
                 self._registry = InMemoryAgentRegistry()
                 manager = None
@@ -139,6 +143,11 @@ class DeployServer:
             app = web.Application(client_max_size=MAX_SOCKET_MESSAGE)
             self._sio.attach(app)
             setup_routes(app, self)
+            if manager is not None:
+                # Start the Redis listener now rather than at the first connection.
+                self._sio.manager_initialized = True
+                manager.initialize()
+                await _wait_subscribed(manager, config.redis_url)
             await self._listen(app)
         except BaseException:
             await self._close()
@@ -322,6 +331,22 @@ class DeployServer:
     async def wait_idle(self) -> None:
         """Wait for background work (jobs sent after a registration); for tests."""
         await self.gateway.wait_idle()
+
+
+async def _wait_subscribed(manager: socketio.AsyncRedisManager, url: str) -> None:
+    """Wait until the manager listens on its channel, so no early emit is lost.
+
+    python-socketio subscribes in a background task and offers no event for it; we
+    look at its pub/sub state on each loop turn for at most ten seconds.
+    """
+    # TODO(scale-out): replace the polling once python-socketio exposes readiness.
+    try:
+        async with asyncio.timeout(10):
+            # No event to wait on (see above), so look again each 10 ms.
+            while manager.pubsub is None or not manager.pubsub.subscribed:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise EnvironmentFault(f"Cannot reach Redis at {url}.") from None
 
 
 async def _close_redis_manager(manager: socketio.AsyncRedisManager) -> None:

@@ -33,6 +33,8 @@ class ServerConfig:
     admin_token: str | None = None
     redis_url: str | None = None
     """Scale-out: share rooms between server processes through this Redis."""
+    redis_channel: str = "deploy-console"
+    """Scale-out: the Redis channel and key prefix the cooperating servers share."""
     max_upload_bytes: int = 8 * 1024**3
     """Largest installer accepted by `POST /api/software`."""
 
