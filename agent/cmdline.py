@@ -121,6 +121,8 @@ def wine_msi_argv(
     Wine's msiexec re-quotes property values with spaces, so `PROP="a b"` is passed
     as the element `PROP=a b`.
     """
+    # TODO(agent): a value holding cmd metacharacters (& | < > ^ %) without a space
+    # is not quoted by Wine and would be read by cmd; escape them when one needs it.
     wine, *rest = launcher
     return [
         wine,

@@ -9,7 +9,8 @@ Every job is kept in `state_dir/jobs.json` (written to a temporary file, then
 - a job `running` in its install phase is reported `failed` with "agent restarted
   during installation; state unknown" (the installer may or may not have finished;
   running it again could install twice, and only the technician can judge);
-- a job `done` keeps its final status, re-sent when the server sends the job again.
+- a job `done` keeps its final status, re-sent when the server sends the job again;
+  only a higher `attempt` (the technician retried it) makes it run again.
 """
 
 from __future__ import annotations

@@ -95,6 +95,8 @@ async def run_process(
     """
     loop = asyncio.get_running_loop()
     with output.open("wb") as out:
+        # TODO(agent): the Windows branch (raw command line, Popen) has not run on a
+        # real Windows machine yet; only its command-line building is unit tested.
         if isinstance(command, str):  # pragma: no cover - Windows only
             popen = functools.partial(
                 subprocess.Popen,

@@ -332,3 +332,19 @@ async def test_killed_mid_download_resumes_the_download_after_restart(
         assert final["status"] == "completed"
     finally:
         await second.stop()
+
+
+async def test_job_sent_with_a_higher_attempt_runs_again(
+    job_runner: RunningAgent, package_server: PackageServer, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs"
+    item = package(package_server, marker_script(marker, "exit 1"))
+    job_runner.runner.submit(order(1, item))
+    await job_runner.reports.final(1)
+
+    retry = order(1, item).model_copy(update={"attempt": 2})
+    job_runner.runner.submit(retry)
+    await job_runner.reports.wait_for(lambda r: len(r.finals(1)) == 2)
+
+    assert marker.read_text() == "run\nrun\n"
+    assert job_runner.reports.finals(1)[1]["attempt"] == 2
