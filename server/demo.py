@@ -704,6 +704,7 @@ async def _run_demo(server, args) -> int:
     try:
         _say(f"demo: starting {count} agents in {fleet.base_dir}")
         await fleet.start()
+        _say(f"demo: {count} agents started; waiting for them to register")
         if fleet.wine_prefix is not None:
             _say("demo: preparing a Wine prefix for the MSI sample (about 15 s)")
         devices = await fleet.wait_registered(server, timeout=timeout)

@@ -84,7 +84,7 @@ async def test_ctrl_c_during_the_demo_ends_every_agent_and_removes_its_folders(
     async with asyncio.timeout(DEMO_TIMEOUT_S):
         started = await read_until(process, r"demo: starting \d+ agents in (.+)$")
         base_dir = Path(started.group(1).strip())
-        await read_until(process, r"agents registered")
+        await read_until(process, r"agents started")
         agents = psutil.Process(process.pid).children(recursive=True)
 
         process.send_signal(signal.SIGINT)  # to the server only, not its agents
