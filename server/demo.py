@@ -89,6 +89,14 @@ def msi_skip_reason() -> str | None:
     return None
 
 
+def demo_msiexec() -> str | None:
+    """The `msiexec` to give a `DemoFleet` on this machine: Wine's, the native one
+    (None: the agent's default) on Windows, or None where Wine is missing."""
+    if os.name == "nt" or msi_skip_reason() is not None:
+        return None
+    return WINE_MSIEXEC
+
+
 def _build_samples(out_dir: Path) -> list[Any]:
     """Build every sample; an MSI that fails to build is left out (worker thread)."""
     builder = load_sample_builder()
@@ -692,7 +700,7 @@ async def _run_demo(server, args) -> int:
         s for s in software if s["installer_type"] != "msi" or skip_reason is None
     ]
     has_msi = any(s["installer_type"] == "msi" for s in deployable)
-    msiexec = WINE_MSIEXEC if has_msi and os.name != "nt" else None
+    msiexec = demo_msiexec() if has_msi else None
 
     fleet = DemoFleet(
         server.url,
