@@ -176,6 +176,11 @@ class DemoFleet:
     `<base_dir>/wineprefix`, created once by `start` in the background, because a
     prefix takes tens of seconds and ~700 MB to create.
 
+    TODO(demo): every agent reports this machine's hostname (the agent has no
+    `--hostname` flag), so the device list tells them apart by agent id only.
+    TODO(demo): the Wine prefix is made anew for each demo (~15 s, ~700 MB); it
+    could be kept in the data folder between demos.
+
     Use as `async with DemoFleet(url, token) as fleet:`, or call `start`/`stop`.
     All methods run on the event loop. If the program ends without `stop`, an
     atexit hook kills the agents and removes the temporary folder.
@@ -187,6 +192,7 @@ class DemoFleet:
         base_dir: where their folders go; kept after `stop` if given.
         msiexec: the MSI launcher passed to the agents (`--msiexec`).
         agent_command: how to start an agent; default `python -m agent`.
+            TODO(packaging): a frozen console must pass its bundled deploy-agent.
     """
 
     def __init__(

@@ -9,6 +9,9 @@ repository is checked out: `python resources/samples/build.py [--out DIR]`. The 
   `.cmd` twin is copied along) that puts "Hello Deploy" under `DEPLOY_INSTALL_ROOT`;
 - a portable zip of the `portable/HelloPortable` folder, byte-for-byte reproducible;
 - an MSI built with `wixl` (msitools) from `msi/hello-msi.wxs`, when wixl is present.
+  TODO(demo): not byte-reproducible (wixl stamps a new package code and time on
+  every build), so the demo finds an MSI already in the library by name + version.
+  TODO(demo): the Windows twins (.ps1, .cmd) are not run by any test here.
 
 Blocking (file copies, zip, a wixl subprocess): call it from a worker thread when an
 event loop is running.
