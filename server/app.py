@@ -129,6 +129,8 @@ class DeployServer:
             else:
                 self._registry = InMemoryAgentRegistry()
                 manager = None
+                # TODO(scale-out): with Redis, other servers' agents are online;
+                # devices of a crashed server stay "online" until they reconnect.
                 await self._repository.mark_all_offline()
             self._sio = socketio.AsyncServer(
                 async_mode="aiohttp",
@@ -278,20 +280,22 @@ class DeployServer:
         return await self.repository.get_deployment(deployment["id"])
 
     async def _initial_updates(self, deployment: dict[str, Any]) -> Change:
+        """What consoles hear about a deployment that was just stored."""
+        fields = ("device_id", "status", "message", "exit_code", "reboot_required")
         return Change(
             target_updates=[
                 {
                     "deployment_id": deployment["id"],
-                    "device_id": t["device_id"],
-                    "status": t["status"],
+                    **{name: t[name] for name in fields},
                     "progress": t["progress_percent"],
-                    "message": t["message"],
+                    "attempt": t["attempt"],
                 }
                 for t in deployment["targets"]
             ],
             deployment_updates=[
                 {
                     "deployment_id": deployment["id"],
+                    "deployment_name": deployment["deployment_name"],
                     "status": deployment["status"],
                     "progress": deployment["progress"],
                     "counts": deployment["counts"],

@@ -293,6 +293,7 @@ class Repository:
             return await _deployment_dict(session, deployment, with_targets=True)
 
     async def list_deployments(self, limit: int = 200) -> list[dict[str, Any]]:
+        # TODO(scale): two queries per deployment; one grouped query would do.
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(Deployment).order_by(Deployment.id.desc()).limit(limit)
@@ -456,6 +457,7 @@ class Repository:
             self._last_progress.pop(deployment.id, None)
         return {
             "deployment_id": deployment.id,
+            "deployment_name": deployment.deployment_name,
             "status": status.value,
             "progress": progress,
             "counts": counts,

@@ -289,3 +289,21 @@ async def test_stop_disconnects_agents_cleanly(server_factory):
 
     await agent.disconnected.wait()
     await agent.close()
+
+
+async def test_oversized_message_is_dropped_and_others_are_served(server):
+    hostile = FakeAgent(server.url, server.enrollment_token, "hostile")
+    await hostile.connect()
+
+    await hostile.sio.emit(
+        protocol.AGENT_REGISTER,
+        {"agent_id": "hostile", "hostname": "x" * 2_000_000, "platform": "linux"},
+    )
+    await hostile.disconnected.wait()
+
+    agent = FakeAgent(server.url, server.enrollment_token, "agent-a")
+    await agent.connect()
+    assert (await agent.register())["ok"] is True
+    assert [d["agent_id"] for d in await server.list_devices()] == ["agent-a"]
+    await agent.close()
+    await hostile.close()
