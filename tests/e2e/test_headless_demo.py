@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +37,7 @@ class DemoRun:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def demo_run(tmp_path_factory) -> DemoRun:
+async def demo_run(tmp_path_factory) -> AsyncIterator[DemoRun]:
     data_dir = tmp_path_factory.mktemp("server-data")
     base_dir = tmp_path_factory.mktemp("demo-agents")
     args = argparse.Namespace(demo_agents=AGENTS, demo_timeout=150, demo_dir=base_dir)
@@ -47,9 +49,11 @@ async def demo_run(tmp_path_factory) -> DemoRun:
 
     # The same layout the demo used, to find each agent's folders.
     layout = DemoFleet("http://unused", "unused", AGENTS, base_dir=base_dir)
-    return DemoRun(
+    yield DemoRun(
         exit_code, output.getvalue().splitlines(), base_dir, layout.agent_dirs
     )
+    # The Wine prefix alone is ~700 MB: do not leave it to pytest's kept temp dirs.
+    shutil.rmtree(base_dir, ignore_errors=True)
 
 
 async def test_headless_demo_exits_0_when_every_target_succeeds(demo_run):
