@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", type=Path, help="where the agent keeps state")
     parser.add_argument("--agent-id", help="this agent's id (default: made once)")
     parser.add_argument(
+        "--hostname",
+        help="the name this device reports (default: the machine's host name); "
+        "lets several agents on one machine look like separate devices",
+    )
+    parser.add_argument(
         "--install-root",
         type=Path,
         help="where zip packages are extracted; scripts get it as DEPLOY_INSTALL_ROOT "
@@ -90,6 +95,7 @@ def make_config(args: argparse.Namespace) -> AgentConfig:
         agent_id=agent_id,
         install_root=install_root,
         msiexec=msiexec_launcher(args.msiexec),
+        hostname=args.hostname,
     )
 
 

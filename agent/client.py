@@ -150,7 +150,7 @@ class Agent:
         host = urlsplit(self.config.server_url).hostname
         loop = asyncio.get_running_loop()
         payload = await loop.run_in_executor(
-            None, inventory, self.config.agent_id, host
+            None, inventory, self.config.agent_id, host, self.config.hostname
         )
         try:
             ack = await self._sio.call(

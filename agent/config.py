@@ -63,6 +63,8 @@ class AgentConfig:
     agent_id: str
     install_root: Path
     msiexec: list[str] | None = None
+    hostname: str | None = None
+    """Reported instead of the machine's host name when set (demo fleets)."""
     windows: bool = sys.platform == "win32"
     retry_1618_delays_s: tuple[float, ...] = (30, 60, 120, 300, 600)
     """Waits before each new attempt when another installation is running."""

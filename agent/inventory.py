@@ -57,12 +57,14 @@ def primary_address(server_host: str | None = None) -> tuple[str | None, str | N
     return fallback
 
 
-def inventory(agent_id: str, server_host: str | None) -> dict[str, object]:
-    """The `agent_register` payload for this device."""
+def inventory(
+    agent_id: str, server_host: str | None, hostname: str | None = None
+) -> dict[str, object]:
+    """The `agent_register` payload for this device; `hostname` overrides the name."""
     ip, mac = primary_address(server_host)
     payload: dict[str, object] = {
         "agent_id": agent_id,
-        "hostname": socket.gethostname() or "unknown",
+        "hostname": hostname or socket.gethostname() or "unknown",
         "platform": device_platform().value,
         "os_version": os_version()[:255],
         "agent_version": __version__,

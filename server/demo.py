@@ -176,8 +176,8 @@ class DemoFleet:
     `<base_dir>/wineprefix`, created once by `start` in the background, because a
     prefix takes tens of seconds and ~700 MB to create.
 
-    TODO(demo): every agent reports this machine's hostname (the agent has no
-    `--hostname` flag), so the device list tells them apart by agent id only.
+    Each reports a host name of its own (`DEMO-PC-1` ..), so the device list
+    shows separate machines.
     TODO(demo): the Wine prefix is made anew for each demo (~15 s, ~700 MB); it
     could be kept in the data folder between demos.
 
@@ -293,6 +293,8 @@ class DemoFleet:
             agent_id,
             "--install-root",
             str(dirs.install_root),
+            "--hostname",
+            "DEMO-PC-" + agent_id.rsplit("-", 1)[-1],
         ]
         if self._agent_msiexec:
             argv += ["--msiexec", self._agent_msiexec]

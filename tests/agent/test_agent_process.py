@@ -154,3 +154,15 @@ async def test_sigterm_stops_the_agent_cleanly(server, start_agent: StartAgent) 
     agent.proc.send_signal(signal.SIGTERM)
 
     assert await agent.proc.wait() == 0
+
+
+async def test_hostname_flag_names_the_device_the_console_lists(
+    server, start_agent: StartAgent
+) -> None:
+    await start_agent(
+        server.url, server.enrollment_token, "agent-proc-1", "--hostname", "LAB-PC 07"
+    )
+
+    device = await wait_for_device(server, "agent-proc-1")
+
+    assert device["hostname"] == "LAB-PC 07"
