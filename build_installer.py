@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,16 +236,25 @@ def pyinstaller_command(
 def freeze(
     bundle: Bundle, *, version: str, dist_dir: Path, work_dir: Path, clean: bool
 ) -> float:
-    """Run PyInstaller for one bundle; returns the seconds it took."""
+    """Run PyInstaller for one bundle; returns the seconds it took.
+
+    Each bundle gets its own PyInstaller cache (stripped binaries) under the work
+    folder, so two bundles can be frozen at the same time without sharing one.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     if clean:
         shutil.rmtree(work_dir / bundle.name, ignore_errors=True)
+        shutil.rmtree(work_dir / f"{bundle.name}-cache", ignore_errors=True)
     command = pyinstaller_command(
         bundle, version=version, dist_dir=dist_dir, work_dir=work_dir, clean=clean
     )
+    env = {
+        **os.environ,
+        "PYINSTALLER_CONFIG_DIR": str(work_dir / f"{bundle.name}-cache"),
+    }
     print(f"build: freezing {bundle.name} {version}", flush=True)
     started = time.monotonic()
-    result = subprocess.run(command, cwd=ROOT, check=False)
+    result = subprocess.run(command, cwd=ROOT, env=env, check=False)
     if result.returncode != 0:
         raise BuildError(
             f"PyInstaller failed for {bundle.name} (exit {result.returncode})"
@@ -467,6 +477,7 @@ def print_summary(
     *,
     dist_dir: Path,
     seconds: dict[str, float],
+    build_s: float,
     packages: dict[str, list[Path]],
     timings: dict[str, float] | None,
 ) -> None:
@@ -478,7 +489,7 @@ def print_summary(
             line += f", {_mib(package.stat().st_size)} {package.name}"
         line += f"  (built in {seconds[bundle.key]:.0f} s)"
         print(line)
-    print(f"  total build time: {sum(seconds.values()):.0f} s")
+    print(f"  build time: {build_s:.0f} s (freezing, packing, setups)")
     if timings:
         print(
             f"  frozen console start-up (window shown, server listening): "
@@ -524,6 +535,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="PyInstaller's work folder and its spec files (default: %(default)s)",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help=(
+            "bundles frozen at the same time (default: %(default)s; each PyInstaller "
+            "run uses about one core)"
+        ),
+    )
+    parser.add_argument(
         "--skip-setup",
         action="store_true",
         help="freeze only: no Inno Setup compile, no tarballs",
@@ -557,19 +578,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     built = [BUNDLES[args.only]] if args.only else list(BUNDLES.values())
+    started = time.monotonic()
     try:
         version = project_version()
         args.dist.mkdir(parents=True, exist_ok=True)
-        seconds = {
-            bundle.key: freeze(
-                bundle,
-                version=version,
-                dist_dir=args.dist,
-                work_dir=args.work,
-                clean=args.clean,
-            )
-            for bundle in built
-        }
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {
+                bundle.key: pool.submit(
+                    freeze,
+                    bundle,
+                    version=version,
+                    dist_dir=args.dist,
+                    work_dir=args.work,
+                    clean=args.clean,
+                )
+                for bundle in built
+            }
+            seconds = {key: future.result() for key, future in futures.items()}
 
         packages: dict[str, list[Path]] = {bundle.key: [] for bundle in built}
         if not args.skip_setup:
@@ -588,12 +613,18 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
 
+        build_s = time.monotonic() - started
         timings = self_test(args.dist) if args.self_test else None
     except BuildError as exc:
         print(f"build_installer: error: {exc}", file=sys.stderr)
         return 1
     print_summary(
-        built, dist_dir=args.dist, seconds=seconds, packages=packages, timings=timings
+        built,
+        dist_dir=args.dist,
+        seconds=seconds,
+        build_s=build_s,
+        packages=packages,
+        timings=timings,
     )
     return 0
 
