@@ -81,12 +81,15 @@ var
 { --- running the Windows tools ---------------------------------------------- }
 
 function RunTool(const Tool, Params: String): Integer;
+var
+  ToolExitCode: Integer;
 begin
   Log(Format('Running %s %s', [Tool, Params]));
   if not Exec(ExpandConstant('{sys}\') + Tool, Params, '', SW_HIDE,
-              ewWaitUntilTerminated, Result) then
-    Result := -1;
-  Log(Format('%s exited with %d', [Tool, Result]));
+              ewWaitUntilTerminated, ToolExitCode) then
+    ToolExitCode := -1;
+  Log(Format('%s exited with %d', [Tool, ToolExitCode]));
+  Result := ToolExitCode;
 end;
 
 function ServiceExists(): Boolean;
