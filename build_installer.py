@@ -554,8 +554,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="CMD",
         help=(
             "Inno Setup compiler to use, e.g. 'C:/Tools/ISCC.exe' or "
-            "'wine /opt/inno/ISCC.exe' (default: $ISCC, then PATH, then the usual "
-            "install folders; on Linux only when given)"
+            "'wine /opt/inno/ISCC.exe' (default: $ISCC, then ISCC on PATH, then "
+            "on Windows Inno Setup 6's install folders)"
         ),
     )
     parser.add_argument(

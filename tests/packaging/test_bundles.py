@@ -103,6 +103,7 @@ def test_help_explains_every_option() -> None:
         "--clean",
         "--dist",
         "--work",
+        "--jobs",
         "--skip-setup",
         "--iscc",
         "--self-test",
