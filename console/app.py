@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--agent-cmd",
         default=None,
-        help='agent command for --self-test (default: "<python> -m agent")',
+        help='how --self-test and --demo start an agent (default: "<python> -m agent")',
     )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -123,7 +123,12 @@ async def run_console(
         port=options.port,
         data_dir=options.data_dir or default_data_dir(),
     )
-    session = ConsoleSession(config, demo=options.demo)
+    agent_command = None
+    if options.agent_cmd:
+        from console.selftest import agent_command as split_agent_command
+
+        agent_command = split_agent_command(options.agent_cmd)
+    session = ConsoleSession(config, demo=options.demo, agent_command=agent_command)
     try:
         await session.start()
     except EnvironmentFault as exc:

@@ -31,11 +31,20 @@ class ConsoleSession:
         config: where the server listens and keeps its data.
         demo: after start, add the sample packages, start a few local agents and
             deploy the first sample to them (`server.demo`).
+        agent_command: how the demo starts an agent (default `python -m agent`;
+            a frozen console passes its bundled `deploy-agent`).
     """
 
-    def __init__(self, config: ServerConfig, *, demo: bool = False) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        demo: bool = False,
+        agent_command: list[str] | None = None,
+    ) -> None:
         self.config = config
         self.demo = demo
+        self.agent_command = agent_command
         self.server: Any = None
         # Closing the window must not quit Qt under the loop: the session stops
         # the server first, then the program's coroutine returns.
@@ -115,7 +124,7 @@ class ConsoleSession:
 
     async def _run_demo(self) -> None:
         try:
-            from server.demo import DemoFleet, add_sample_packages
+            from server import demo
         except ImportError:
             log.warning("demo unavailable: server.demo is missing")
             self.window.show_status("Demo unavailable: server.demo is not installed")
@@ -123,23 +132,26 @@ class ConsoleSession:
 
         server = self.server
         self.window.show_status("Demo: adding the sample packages…")
-        samples = await add_sample_packages(server)
+        samples = await demo.add_sample_packages(server)
         for sample in samples:
             self.window.software.add(sample)
 
-        self.window.show_status(f"Demo: starting {DEMO_AGENTS} local agents…")
-        self.fleet = DemoFleet(server.url, server.enrollment_token, count=DEMO_AGENTS)
+        msiexec = demo.demo_msiexec()
+        note = " and Wine for the MSI sample" if msiexec else ""
+        self.window.show_status(f"Demo: starting {DEMO_AGENTS} local agents{note}…")
+        self.fleet = demo.DemoFleet(
+            server.url,
+            server.enrollment_token,
+            count=DEMO_AGENTS,
+            msiexec=msiexec,
+            agent_command=self.agent_command,
+        )
         await self.fleet.start()
-        await self.fleet.wait_registered(server, DEMO_REGISTER_TIMEOUT_S)
-
-        devices = [
-            d
-            for d in await server.list_devices()
-            if str(d["agent_id"]).startswith("demo-agent-")
-        ]
+        devices = await self.fleet.wait_registered(server, DEMO_REGISTER_TIMEOUT_S)
         if not samples or not devices:
             self.window.show_status("Demo: no samples or agents to deploy to")
             return
+
         first = next(
             (s for s in samples if s.get("installer_type") == "script"), samples[0]
         )
@@ -148,6 +160,7 @@ class ConsoleSession:
             [int(d["id"]) for d in devices],
             deployment_name=f"Demo: {first['name']}",
         )
+        log.info("demo: deployment %s sends %s", deployment["id"], first["name"])
         self.window.show_deployment(deployment)
         self.window.show_status(
             "Demo: deploying — drag more packages from the library onto devices"

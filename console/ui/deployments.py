@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 _Index = QModelIndex | QPersistentModelIndex
 
 
-def _time(value: str | None) -> str:
+def _time(value: str | None, *, full: bool = False) -> str:
+    """Local time of an ISO timestamp; today's as "14:02:11", older with the date."""
     if not value:
         return ""
     try:
@@ -46,13 +47,16 @@ def _time(value: str | None) -> str:
         return value
     if stamp.tzinfo is not None:
         stamp = stamp.astimezone()
-    return stamp.strftime("%Y-%m-%d %H:%M:%S")
+    if not full and stamp.date() == datetime.now().date():
+        return stamp.strftime("%H:%M:%S")
+    return stamp.strftime("%Y-%m-%d %H:%M")
 
 
 class _TableModel(QAbstractTableModel):
     """Rows of dicts keyed by an id field; shared plumbing of the two models."""
 
     headers: list[str] = []
+    header_tips: dict[int, str] = {}
     key = "id"
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -71,11 +75,12 @@ class _TableModel(QAbstractTableModel):
         orientation: Qt.Orientation,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> Any:
-        if (
-            orientation is Qt.Orientation.Horizontal
-            and role == Qt.ItemDataRole.DisplayRole
-        ):
+        if orientation is not Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return self.headers[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.header_tips.get(section)
         return None
 
     def row_dict(self, row: int) -> dict[str, Any] | None:
@@ -96,7 +101,8 @@ class _TableModel(QAbstractTableModel):
 class DeploymentModel(_TableModel):
     """Deployments, newest first (rows as from `server.list_deployments`)."""
 
-    headers = ["Deployment", "Created", "Status", "Progress", "Succeeded", "Failed"]
+    headers = ["Deployment", "Created", "Status", "Progress", "✓", "✗"]
+    header_tips = {4: "Targets that succeeded", 5: "Targets that failed"}
     PROGRESS_COLUMN = 3
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -157,12 +163,13 @@ class TargetModel(_TableModel):
         "Status",
         "Progress",
         "Message",
-        "Exit code",
+        "Exit",
         "Reboot",
         "Started",
         "Completed",
     ]
     key = "device_id"
+    header_tips = {4: "Installer exit code", 5: "Reboot required"}
     PROGRESS_COLUMN = 2
 
     def __init__(
@@ -246,8 +253,9 @@ class DeploymentsPanel(QWidget):
             QAbstractItemView.SelectionMode.SingleSelection
         )
         header = self.deployment_view.horizontalHeader()
+        header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column, width in ((1, 140), (2, 90), (3, 150), (4, 80), (5, 60)):
+        for column, width in ((1, 70), (2, 80), (3, 120), (4, 36), (5, 36)):
             header.resizeSection(column, width)
         self.deployment_view.selectionModel().currentRowChanged.connect(
             self._on_current_changed
@@ -255,7 +263,8 @@ class DeploymentsPanel(QWidget):
 
         self.target_view = _table(self.targets, TargetModel.PROGRESS_COLUMN)
         header = self.target_view.horizontalHeader()
-        for column, width in ((0, 140), (1, 80), (2, 150), (3, 220), (4, 70), (5, 60)):
+        widths = ((0, 120), (1, 84), (2, 130), (3, 150), (4, 52), (5, 62), (6, 70))
+        for column, width in widths:
             header.resizeSection(column, width)
         self.target_view.selectionModel().currentRowChanged.connect(
             self._on_target_changed
@@ -291,11 +300,12 @@ class DeploymentsPanel(QWidget):
         details_layout.addWidget(self.target_view, 3)
         details_layout.addWidget(self.log_tail, 1)
 
-        splitter = QSplitter(Qt.Orientation.Vertical, self)
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self.deployment_view)
         splitter.addWidget(details)
-        splitter.setStretchFactor(0, 1)
-        splitter.setStretchFactor(1, 2)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        splitter.setSizes([540, 820])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)

@@ -128,6 +128,17 @@ class AddPackageDialog(QDialog):
         }
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def deployment_question(packages: list[str], devices: list[tuple[str, bool]]) -> str:
+    """ "Deploy 7-Zip 23.01 to PC-01?" or "Deploy 2 packages to 5 devices?"."""
+    what = packages[0] if len(packages) == 1 else _plural(len(packages), "package")
+    where = devices[0][0] if len(devices) == 1 else _plural(len(devices), "device")
+    return f"Deploy {what} to {where}?"
+
+
 class ConfirmDeploymentDialog(QDialog):
     """ "Deploy these packages to these devices?" — offline devices marked waiting."""
 
@@ -141,9 +152,8 @@ class ConfirmDeploymentDialog(QDialog):
         self.setWindowTitle("Deploy software")
         self.setMinimumWidth(420)
         icon = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxQuestion)
-        heading = QLabel(
-            f"Deploy {len(packages)} package(s) to {len(devices)} device(s)?", self
-        )
+        heading = QLabel(deployment_question(packages, devices), self)
+        heading.setWordWrap(True)
         heading.setObjectName("dialogHeading")
         icon_label = QLabel(self)
         icon_label.setPixmap(icon.pixmap(32, 32))
@@ -161,7 +171,8 @@ class ConfirmDeploymentDialog(QDialog):
                 item.setForeground(Qt.GlobalColor.gray)
             self.device_list.addItem(item)
         for widget in (self.package_list, self.device_list):
-            widget.setMaximumHeight(140)
+            rows = min(max(widget.count(), 1), 6)
+            widget.setFixedHeight(rows * widget.sizeHintForRow(0) + 8)
             widget.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
 
         self.name_edit = QLineEdit(self)

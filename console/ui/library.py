@@ -48,7 +48,7 @@ def _added(value: str | None) -> str:
         return value
     if stamp.tzinfo is not None:
         stamp = stamp.astimezone()
-    return stamp.strftime("%Y-%m-%d %H:%M")
+    return stamp.strftime("%Y-%m-%d")
 
 
 class SoftwareModel(QAbstractTableModel):
@@ -178,7 +178,7 @@ class LibraryView(QTableView):
         super().setModel(model)
         header = self.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column, width in ((1, 80), (2, 60), (3, 80), (4, 130)):
+        for column, width in ((1, 64), (2, 52), (3, 72), (4, 90)):
             header.resizeSection(column, width)
 
     @staticmethod

@@ -148,11 +148,11 @@ class MainWindow(QMainWindow):
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(library)
         top.addWidget(devices)
-        top.setSizes([420, 980])
+        top.setSizes([460, 940])
         central = QSplitter(Qt.Orientation.Vertical)
         central.addWidget(top)
         central.addWidget(deployments)
-        central.setSizes([420, 330])
+        central.setSizes([430, 280])
         self.setCentralWidget(central)
 
         dock = QDockWidget("Activity", self)
@@ -164,7 +164,7 @@ class MainWindow(QMainWindow):
             | QDockWidget.DockWidgetFeature.DockWidgetClosable
         )
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
-        self.resizeDocks([dock], [150], Qt.Orientation.Vertical)
+        self.resizeDocks([dock], [160], Qt.Orientation.Vertical)
         self.activity_dock = dock
 
     def _build_actions(self) -> None:
