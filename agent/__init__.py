@@ -1,3 +1,8 @@
 """The Deploy Console agent: connects, registers, downloads, installs, reports."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("deploy-console")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0.0.0+unknown"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import configparser
 import contextlib
 import logging
 import logging.handlers
@@ -34,7 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Connect this device to a Deploy Console server and install "
         "what it sends.",
     )
-    parser.add_argument("--server", required=True, help="server URL, http://host:port")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="INI file with an [agent] section (server, token, state_dir, "
+        "install_root, msiexec, hostname); flags given on the command line win. "
+        "The Windows setup writes one for the agent service",
+    )
+    parser.add_argument("--server", help="server URL, http://host:port")
     parser.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
@@ -109,9 +117,47 @@ async def _run(config: AgentConfig) -> None:
         await Agent(config).run()
 
 
+_CONFIG_KEYS = {
+    "server": str,
+    "token": str,
+    "state_dir": Path,
+    "install_root": Path,
+    "msiexec": str,
+    "hostname": str,
+    "agent_id": str,
+}
+
+
+def apply_config_file(args: argparse.Namespace, path: Path) -> None:
+    """Fill in options not given on the command line from the `[agent]` section.
+
+    Raises OSError when the file cannot be read and ValueError when it is not INI.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    with path.open(encoding="utf-8-sig") as fh:
+        try:
+            parser.read_file(fh)
+        except configparser.Error as exc:
+            raise ValueError(str(exc).splitlines()[0]) from None
+    if not parser.has_section("agent"):
+        raise ValueError("it has no [agent] section")
+    section = parser["agent"]
+    for key, kind in _CONFIG_KEYS.items():
+        value = section.get(key, "").strip()
+        if value and getattr(args, key, None) in (None, ""):
+            setattr(args, key, kind(value))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.config is not None:
+        try:
+            apply_config_file(args, args.config)
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot use --config {args.config}: {exc}")
+    if not args.server:
+        parser.error("--server is required (or `server` in the --config file)")
     if not args.token:
         parser.error(f"--token is required (or set {TOKEN_ENV})")
     if not args.server.startswith(("http://", "https://")):

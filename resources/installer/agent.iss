@@ -13,9 +13,10 @@
 ; existing config is kept unless /SERVER= or /TOKEN= are given.
 ;
 ; The service runs:  deploy-agent.exe --service --config <config> --state-dir <dir>
+; `--config` reads the INI this setup writes (section [agent], keys server, token).
 ; TODO(agent): `--service` (answer the Windows service control manager, stop on
-; SERVICE_CONTROL_STOP/SHUTDOWN) and `--config` (INI, section [agent], keys `server`
-; and `token`) are for the agent to implement; until then the service cannot start.
+; SERVICE_CONTROL_STOP/SHUTDOWN) is not implemented yet; until it is, the service
+; is registered but cannot start.
 
 #ifndef AppVersion
   #error Pass /DAppVersion=<version> (build_installer.py does)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -166,3 +167,49 @@ async def test_hostname_flag_names_the_device_the_console_lists(
     device = await wait_for_device(server, "agent-proc-1")
 
     assert device["hostname"] == "LAB-PC 07"
+
+
+async def test_agent_takes_server_and_token_from_its_config_file(
+    server, tmp_path: Path
+) -> None:
+    config = tmp_path / "agent.ini"
+    config.write_text(
+        "[agent]\n"
+        f"server = {server.url}\n"
+        f"token = {server.enrollment_token}\n"
+        f"state_dir = {tmp_path / 'state'}\n"
+        "hostname = FROM-CONFIG\n",
+        encoding="utf-8",
+    )
+    agent = AgentProcess(
+        [sys.executable, "-m", "agent", "--config", str(config), "--agent-id", "ini-1"]
+    )
+    await agent.start()
+    try:
+        device = await wait_for_device(server, "ini-1")
+    finally:
+        await agent.stop()
+
+    assert device["hostname"] == "FROM-CONFIG"
+
+
+@pytest.mark.parametrize(
+    "content", ["server = http://x\n", "[other]\nserver = http://x\n", "\0\0"]
+)
+def test_unusable_config_file_is_refused_with_a_clear_message(
+    tmp_path: Path, content: str
+) -> None:
+    config = tmp_path / "agent.ini"
+    config.write_text(content, encoding="utf-8")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(config), "--token", "t"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert done.returncode == 2
+    assert f"cannot use --config {config}" in done.stderr
+    assert "Traceback" not in done.stderr
