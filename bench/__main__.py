@@ -48,17 +48,28 @@ def _write_package(folder: Path, megabytes: int) -> Path:
     return final
 
 
+PROFILE_PATH: Path | None = None
+"""Where `--profile` wants pyinstrument's report of our server (set by main)."""
+
+
 async def _start_ours(
     workdir: Path, enrollment: str, admin: str, _package: Path
 ) -> procs.ServerProcess:
-    return await procs.start_ours(workdir, enrollment, admin)
+    return await procs.start_ours(workdir, enrollment, admin, profile=PROFILE_PATH)
 
 
 class Run:
     """One benchmark run: its settings, temporary folder, results and problems."""
 
-    def __init__(self, settings: suite.Settings, peers: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        settings: suite.Settings,
+        peers: str,
+        workdir: Path,
+        skip: frozenset[str] = frozenset(),
+    ) -> None:
         self.settings = settings
+        self.skip = skip
         self.peers_mode = peers
         self.workdir = workdir
         self.enrollment = secrets.token_urlsafe(24)
@@ -69,8 +80,13 @@ class Run:
         self.package: Path | None = None
 
     def _peer_reason(self, name: str) -> str | None:
+        """Why `name` (ours, a peer or the console) is not run, or None."""
+        if name in self.skip:
+            return f"skipped on request (--skip {name})"
         if name == "ours":
             return procs.ours_missing()
+        if name == "console":
+            return None
         if self.peers_mode == "none":
             return "peers disabled (--peers none)"
         if name == "node":
@@ -165,7 +181,7 @@ class Run:
         self.raw["sqlite_ceiling"] = {"ingestion": figures}
 
     async def _console(self) -> None:
-        reason = console_probe.missing()
+        reason = self._peer_reason("console") or console_probe.missing()
         if reason:
             self.skipped["console"] = reason
             return
@@ -206,7 +222,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--package-mb", type=int, help="download package size")
     parser.add_argument("--peers", choices=["auto", "none"], default="auto")
     parser.add_argument("--json", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated: node, bare_python, nginx, console (e.g. to profile)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run our server under pyinstrument; write its text report here",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -220,7 +246,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     if args.package_mb:
         settings.package_mb = args.package_mb
     workdir = Path(tempfile.mkdtemp(prefix="deploy-bench-"))
-    run = Run(settings, args.peers, workdir)
+    skip = frozenset(filter(None, args.skip.split(",")))
+    run = Run(settings, args.peers, workdir, skip)
     try:
         await run.execute()
     finally:
@@ -237,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     raise_fd_limit()
+    global PROFILE_PATH
+    PROFILE_PATH = args.profile.resolve() if args.profile else None
     result = asyncio.run(_main(args))
     text = json.dumps(result, indent=2, default=str)
     print(text)

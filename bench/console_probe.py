@@ -111,7 +111,7 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
                 Fleet(options, processes=settings.processes) as fleet,
             ):
                 await probe.ask("mark storm")
-                results = await fleet.connect(devices, prefix="console")
+                results = await probe.guard(fleet.connect(devices, prefix="console"))
                 device_ids = [r["device_id"] for r in results if r["ok"]]
                 api = AdminApi(server, http)
                 software_id = await api.software_id(package)
@@ -119,8 +119,10 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
                 deployment = await api.create_deployment(
                     [software_id], device_ids, "bench console"
                 )
-                await listener.wait_finished(
-                    deployment["id"], settings.deployment_timeout
+                await probe.guard(
+                    listener.wait_finished(
+                        deployment["id"], settings.deployment_timeout
+                    )
                 )
                 await probe.ask("mark idle")
                 shown = await probe.ask("device_list")
@@ -155,6 +157,23 @@ class _ProbeChannel:
         if not line:
             raise RuntimeError(f"console probe exited; see {self._log_path}")
         return json.loads(line)
+
+    async def guard(self, awaitable: Any) -> Any:
+        """Await `awaitable`, or raise at once if the console process dies first."""
+        task = asyncio.ensure_future(awaitable)
+        died = asyncio.ensure_future(self._proc.wait())
+        try:
+            await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            died.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise RuntimeError(
+                f"console process died (exit {self._proc.returncode}); "
+                f"see {self._log_path}"
+            )
+        return task.result()
 
     async def ask(self, command: str) -> dict[str, Any]:
         assert self._proc.stdin is not None

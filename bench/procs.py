@@ -29,6 +29,8 @@ REPO_DIR = BENCH_DIR.parent
 NODE_DIR = BENCH_DIR / "peers" / "node"
 NGINX_RUN = BENCH_DIR / "peers" / "nginx" / "run.sh"
 READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
+"""A server gets this long after SIGTERM (ours drains its backlog first)."""
 
 
 class ProcessStartError(RuntimeError):
@@ -111,9 +113,14 @@ class ServerProcess:
         if self.process.returncode is None:
             self.process.terminate()
             try:
-                await asyncio.wait_for(self.process.wait(), 15)
+                await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
             except TimeoutError:
-                logger.warning("%s [%s] ignored SIGTERM; killing", self.name, self.pid)
+                logger.warning(
+                    "%s [%s] still running %s s after SIGTERM; killing",
+                    self.name,
+                    self.pid,
+                    STOP_TIMEOUT,
+                )
                 self.process.kill()
                 await self.process.wait()
 
@@ -164,17 +171,27 @@ async def wait_until_serving(server: ServerProcess, path: str) -> None:
     )
 
 
-async def start_ours(workdir: Path, enrollment: str, admin: str) -> ServerProcess:
-    """`python -m server.cli` with a fresh data folder and fixed tokens (env)."""
+async def start_ours(
+    workdir: Path, enrollment: str, admin: str, profile: Path | None = None
+) -> ServerProcess:
+    """`python -m server.cli` with a fresh data folder and fixed tokens (env).
+
+    With `profile`, the server runs under pyinstrument (through `bench.serve_ours`,
+    which stops cleanly on SIGTERM) and its text report is written there.
+    """
     module = ours_module()
+    runner = [sys.executable, "-m"]
+    if profile is not None:
+        module = "bench.serve_ours"
+        runner = [sys.executable, "-m", "pyinstrument", "-r", "text"]
+        runner += ["--show-all", "-o", str(profile), "-m"]
     port = free_port()
     data_dir = workdir / "ours-data"
     data_dir.mkdir()
     proc, log_path = await _spawn(
         "ours",
         [
-            sys.executable,
-            "-m",
+            *runner,
             module,
             "--host",
             "127.0.0.1",
