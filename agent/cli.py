@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
+    parser.add_argument(
+        "--service",
+        action="store_true",
+        help="run under the Windows service manager (the setup registers this)",
+    )
     parser.add_argument("--version", action="version", version=__version__)
     return parser
 
@@ -179,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         config.server_url,
         config.state_dir,
     )
+    if args.service:
+        from agent.winservice import ServiceUnavailableError, run_service
+
+        try:
+            return run_service(lambda: _run(config))
+        except ServiceUnavailableError as exc:
+            log.error("%s", exc)
+            return 2
     asyncio.run(_run(config))
     log.info("deploy-agent stopped")
     return 0

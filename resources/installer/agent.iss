@@ -13,10 +13,9 @@
 ; existing config is kept unless /SERVER= or /TOKEN= are given.
 ;
 ; The service runs:  deploy-agent.exe --service --config <config> --state-dir <dir>
-; `--config` reads the INI this setup writes (section [agent], keys server, token).
-; TODO(agent): `--service` (answer the Windows service control manager, stop on
-; SERVICE_CONTROL_STOP/SHUTDOWN) is not implemented yet; until it is, the service
-; is registered but cannot start.
+; `--config` reads the INI this setup writes (section [agent], keys server, token);
+; `--service` hands the process to the service dispatcher (agent/winservice.py).
+; TODO(installer): neither has run on Windows here (no Windows machine, no ISCC).
 
 #ifndef AppVersion
   #error Pass /DAppVersion=<version> (build_installer.py does)

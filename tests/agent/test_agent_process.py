@@ -213,3 +213,29 @@ def test_unusable_config_file_is_refused_with_a_clear_message(
     assert done.returncode == 2
     assert f"cannot use --config {config}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="tests the non-Windows refusal")
+def test_service_mode_off_windows_exits_with_a_clear_message(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "--service",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert done.returncode == 2
+    assert "--service needs Windows" in done.stderr
+    assert "Traceback" not in done.stderr
