@@ -21,6 +21,7 @@ from server.errors import EnvironmentFault
 log = logging.getLogger(__name__)
 
 DEMO_AGENTS = 3
+SHUTDOWN_GRACE_S = 5.0
 DEMO_REGISTER_TIMEOUT_S = 120
 
 
@@ -80,7 +81,7 @@ class ConsoleSession:
         if self._stopped:
             return
         self._stopped = True
-        await self._tasks.cancel_all()
+        await self._tasks.drain(SHUTDOWN_GRACE_S)
         await self.window.shutdown()
         if self.fleet is not None:
             fleet, self.fleet = self.fleet, None
@@ -101,6 +102,8 @@ class ConsoleSession:
         """Restart the server on `port` in place; on failure go back to the old one."""
         old_config = self.config
         self.window.detach()
+        # Nothing of the window's may still be talking to the old server.
+        await self.window.tasks.drain(SHUTDOWN_GRACE_S)
         await self.server.stop()
         self.server = None
         self.config = dataclasses.replace(old_config, port=port)

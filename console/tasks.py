@@ -55,6 +55,19 @@ class TaskKeeper:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def drain(self, timeout_s: float) -> None:
+        """Let running tasks finish for up to `timeout_s`, then cancel the rest.
+
+        Cancelling a task in the middle of a database call can leave a connection
+        behind, so shutdown gives them a moment to complete first.
+        """
+        tasks = list(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                log.warning("%s still running at shutdown; cancelled", task.get_name())
+        await self.cancel_all()
+
     async def join(self) -> None:
         """Wait until every task running now has finished (failures are reported)."""
         await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -13,6 +13,7 @@ from PySide6.QtCore import (
     QObject,
     QPersistentModelIndex,
     Qt,
+    QTimer,
     Signal,
 )
 from PySide6.QtWidgets import (
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from console.status import TargetState, deployment_text, describe
+from console.ui.devices import COALESCE_MS
 from console.ui.progress import PROGRESS_ROLE, ProgressDelegate
 
 log = logging.getLogger(__name__)
@@ -178,12 +180,43 @@ class TargetModel(_TableModel):
         super().__init__(parent)
         self._hostname = hostname
         self.deployment_id: int | None = None
+        self._row_of: dict[int, int] = {}
+        self._dirty: set[int] = set()
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(COALESCE_MS)
+        self._flush_timer.timeout.connect(self.flush)
 
     def set_deployment(self, deployment: dict[str, Any] | None) -> None:
         self.beginResetModel()  # a different deployment: a new list, not an update
         self.deployment_id = int(deployment["id"]) if deployment else None
         self._rows = [dict(t) for t in (deployment or {}).get("targets", [])]
+        self._row_of = {int(row["device_id"]): n for n, row in enumerate(self._rows)}
+        self._dirty.clear()
         self.endResetModel()
+
+    def position(self, key: int) -> int | None:
+        return self._row_of.get(key)
+
+    def _changed(self, position: int) -> None:
+        # A deployment to thousands of devices: batch like the device list does.
+        self._dirty.add(position)
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    def flush(self) -> None:
+        """Announce the rows changed since the last flush, as contiguous runs."""
+        self._flush_timer.stop()
+        rows, self._dirty = sorted(self._dirty), set()
+        last = len(self.headers) - 1
+        start = previous = None
+        for row in [*rows, None]:
+            if row is not None and previous is not None and row == previous + 1:
+                previous = row
+                continue
+            if start is not None:
+                self.dataChanged.emit(self.index(start, 0), self.index(previous, last))
+            start = previous = row
 
     def apply_update(self, payload: dict[str, Any]) -> None:
         """Apply a `software_deployment_update` for the shown deployment."""

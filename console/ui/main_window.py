@@ -55,6 +55,7 @@ ACTIVITY_LOGGERS = ("server", "console")
 """Logger trees whose INFO lines appear in the activity dock."""
 
 HISTORY_DEPLOYMENTS = 50
+SHUTDOWN_GRACE_S = 5.0
 
 
 def load_style_sheet() -> str:
@@ -88,12 +89,14 @@ class MainWindow(QMainWindow):
         question_asked(QDialog): a dialog just opened and waits for an answer
             (tests answer it; the loop keeps running meanwhile).
         deployment_created(dict): a deployment was created from this window.
+        server_attached(object): the window now shows this (started) server.
     """
 
     closed = Signal()
     port_change_requested = Signal(int)
     question_asked = Signal(object)
     deployment_created = Signal(dict)
+    server_attached = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -241,6 +244,7 @@ class MainWindow(QMainWindow):
         self._host_label = f"http://{host}:{server.port}"
         self._update_listening()
         self.tasks.spawn(self.load(), "loading the server's lists")
+        self.server_attached.emit(server)
 
     def detach(self) -> None:
         """Stop following the current server (before it stops or is replaced)."""
@@ -512,8 +516,14 @@ class MainWindow(QMainWindow):
     # --- closing -------------------------------------------------------------
 
     async def shutdown(self) -> None:
-        """Cancel this window's running operations and stop following the server."""
-        await self.tasks.cancel_all()
+        """Finish this window's running operations and stop following the server.
+
+        Open questions are answered "no" first, so no deployment starts now.
+        """
+        for dialog in self.findChildren(QDialog):
+            if dialog.isVisible():
+                dialog.reject()
+        await self.tasks.drain(SHUTDOWN_GRACE_S)
         self.detach()
         for name in ACTIVITY_LOGGERS:
             logging.getLogger(name).removeHandler(self._activity_handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -351,3 +352,84 @@ async def test_filter_box_keeps_matching_hostnames(session, agents):
 
     assert window.device_filter.rowCount() == 1
     assert window.device_filter.index(0, 0).data() == "PC-LAB-02"
+
+
+def _deployment_status(window, deployment_id: int) -> str | None:
+    model = window.deployments_panel.deployments
+    position = model.position(deployment_id)
+    return None if position is None else model.row_dict(position)["status"]
+
+
+async def test_cancel_button_cancels_the_shown_deployment(session, agents, tmp_path):
+    agent = await agents("agent-1")
+    software = await _add_script_package(session, tmp_path)
+    window = session.window
+    await until(lambda: window.devices.rowCount() == 1, window.devices.rowsInserted)
+    deployment = await _deploy_by_drop(session, software, agent.device_id)
+    panel = window.deployments_panel
+
+    panel.cancel_button.click()
+    await until(
+        lambda: _deployment_status(window, deployment["id"]) == "cancelled",
+        panel.deployments.dataChanged,
+    )
+
+    stored = await session.server.get_deployment(deployment["id"])
+    assert [t["status"] for t in stored["targets"]] == ["cancelled"]
+
+
+async def test_retry_failed_sends_the_job_to_the_agent_again(session, agents, tmp_path):
+    agent = await agents("agent-1")
+    software = await _add_script_package(session, tmp_path)
+    window = session.window
+    await until(lambda: window.devices.rowCount() == 1, window.devices.rowsInserted)
+    deployment = await _deploy_by_drop(session, software, agent.device_id)
+    await asyncio.wait_for(agent.jobs.get(), 10)
+    panel = window.deployments_panel
+    await agent.report(deployment["id"], "failed", 60, exit_code=1603)
+    await until(panel.retry_button.isEnabled, panel.deployments.dataChanged)
+
+    panel.retry_button.click()
+
+    job = await asyncio.wait_for(agent.jobs.get(), 10)
+    assert job["deployment_id"] == deployment["id"]
+
+
+async def test_failed_target_shows_its_installer_log_tail(session, agents, tmp_path):
+    agent = await agents("agent-1")
+    software = await _add_script_package(session, tmp_path)
+    window = session.window
+    await until(lambda: window.devices.rowCount() == 1, window.devices.rowsInserted)
+    deployment = await _deploy_by_drop(session, software, agent.device_id)
+    panel = window.deployments_panel
+    tail = "MainEngineThread is returning 1603"
+
+    await agent.report(deployment["id"], "failed", 60, exit_code=1603, log_tail=tail)
+    await until(
+        lambda: (panel.targets.row_dict(0) or {}).get("log_tail") == tail,
+        panel.targets.modelReset,
+    )
+    panel.target_view.selectRow(0)
+
+    assert tail in panel.log_tail.toPlainText()
+    assert panel.targets.index(0, 4).data() == "1603"
+
+
+async def test_port_change_restarts_the_server_in_place(session, agents):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        new_port = probe.getsockname()[1]
+    window = session.window
+
+    attached = asyncio.ensure_future(next_emission(window.server_attached))
+
+    window.port_change_requested.emit(new_port)
+    (server,) = await attached
+
+    assert server.port == new_port
+    assert f":{new_port} " in window.listening_label.text()
+    agent = await agents("agent-after-restart")
+    await until(
+        lambda: window.devices.row_of(agent.device_id) is not None,
+        window.devices.rowsInserted,
+    )
