@@ -21,6 +21,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor, QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
 
+from console.qtcompat import emit
 from console.status import TargetState, describe
 from console.ui.progress import PROGRESS_ROLE, ProgressDelegate
 
@@ -224,7 +225,7 @@ class DeviceModel(QAbstractTableModel):
             self._emit_changed(run_start, run_end, first_col, last_col)
 
     def _emit_changed(self, top: int, bottom: int, left: int, right: int) -> None:
-        self.dataChanged.emit(self.index(top, left), self.index(bottom, right))
+        emit(self.dataChanged, self.index(top, left), self.index(bottom, right))
 
     def _mark(self, row: int, first_col: int, last_col: int) -> None:
         lo, hi = self._dirty.get(row, (first_col, last_col))
@@ -243,7 +244,7 @@ class DeviceModel(QAbstractTableModel):
 
     def _set_online(self, count: int) -> None:
         self._online = count
-        self.online_count_changed.emit(count)
+        emit(self.online_count_changed, count)
 
     # --- queries ---------------------------------------------------------------
 
@@ -380,4 +381,4 @@ class DeviceView(QTableView):
         event.accept()
         device_ids = self.device_ids_at(index)
         if software_ids and device_ids:
-            self.software_dropped.emit(software_ids, device_ids)
+            emit(self.software_dropped, software_ids, device_ids)

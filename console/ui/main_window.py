@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from console.bridge import ServerBridge
 from console.packages import guess_package
+from console.qtcompat import emit
 from console.tasks import TaskKeeper
 from console.ui.activity import ActivityHandler, ActivityModel, ActivityPanel
 from console.ui.deployments import DeploymentsPanel
@@ -244,7 +245,7 @@ class MainWindow(QMainWindow):
         self._host_label = f"http://{host}:{server.port}"
         self._update_listening()
         self.tasks.spawn(self.load(), "loading the server's lists")
-        self.server_attached.emit(server)
+        emit(self.server_attached, server)
 
     def detach(self) -> None:
         """Stop following the current server (before it stops or is replaced)."""
@@ -332,7 +333,7 @@ class MainWindow(QMainWindow):
         fields right after this returns, before awaiting anything else.
         """
         waiting = ask(dialog)
-        self.question_asked.emit(dialog)
+        emit(self.question_asked, dialog)
         try:
             return await waiting
         finally:
@@ -367,7 +368,7 @@ class MainWindow(QMainWindow):
             len(device_ids),
         )
         self.show_deployment(deployment)
-        self.deployment_created.emit(deployment)
+        emit(self.deployment_created, deployment)
         return deployment
 
     def show_deployment(self, deployment: dict[str, Any]) -> None:
@@ -505,7 +506,7 @@ class MainWindow(QMainWindow):
         if await self.ask(dialog) != QDialog.DialogCode.Accepted:
             return
         if dialog.port() != server.port:
-            self.port_change_requested.emit(dialog.port())
+            emit(self.port_change_requested, dialog.port())
 
     async def _regenerate(self, dialog: SettingsDialog) -> None:
         token = await self.server.regenerate_enrollment_token()
@@ -530,4 +531,4 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         event.accept()
-        self.closed.emit()
+        emit(self.closed)

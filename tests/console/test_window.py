@@ -12,6 +12,7 @@ from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from console.qtcompat import emit
 from console.ui.devices import Column
 from console.ui.progress import PROGRESS_ROLE
 from tests.console.conftest import next_emission, until
@@ -423,7 +424,7 @@ async def test_port_change_restarts_the_server_in_place(session, agents):
 
     attached = asyncio.ensure_future(next_emission(window.server_attached))
 
-    window.port_change_requested.emit(new_port)
+    emit(window.port_change_requested, new_port)
     (server,) = await attached
 
     assert server.port == new_port

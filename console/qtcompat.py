@@ -1,0 +1,42 @@
+"""Workarounds for bugs in the Qt binding, in one place.
+
+WORKAROUND for PySide6 6.12.0 on Python 3.11: `SignalInstance.emit()` returns
+`True` without taking a reference, so every emit from Python lowers the
+refcount of `True` by one; after enough emits the interpreter aborts with
+"bool_dealloc: deallocating True or False". `emit()` below measures the leak
+once and, only if it is there, gives the reference back after each emit.
+TODO(console): drop this once the binding is fixed (check with `LEAKS_TRUE`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, SignalInstance
+
+
+class _Probe(QObject):
+    fired = Signal()
+
+
+def _emit_leaks_true() -> bool:
+    probe = _Probe()
+    before = sys.getrefcount(True)
+    for _ in range(10):
+        probe.fired.emit()
+    leaked = before - sys.getrefcount(True)
+    for _ in range(max(leaked, 0)):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(True))  # undo the probe's loss
+    return leaked >= 10
+
+
+LEAKS_TRUE = _emit_leaks_true()
+
+
+def emit(signal: SignalInstance, *args: Any) -> None:
+    """`signal.emit(*args)`, minus the binding's reference leak (see above)."""
+    signal.emit(*args)
+    if LEAKS_TRUE:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(True))
