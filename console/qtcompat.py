@@ -4,7 +4,9 @@ WORKAROUND for PySide6 6.12.0 on Python 3.11: `SignalInstance.emit()` returns
 `True` without taking a reference, so every emit from Python lowers the
 refcount of `True` by one; after enough emits the interpreter aborts with
 "bool_dealloc: deallocating True or False". `emit()` below measures the leak
-once and, only if it is there, gives the reference back after each emit.
+once and, only if it is there, gives a reference back after each emit (where a
+particular emit does not leak, the extra reference to `True` is harmless: it is
+never freed anyway).
 TODO(console): drop this once the binding is fixed (check with `LEAKS_TRUE`).
 """
 
