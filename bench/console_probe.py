@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -229,11 +228,38 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:
-    """Thread: hand each stdin line to the loop (qasync has no pipe reader)."""
-    for line in sys.stdin:
-        loop.call_soon_threadsafe(queue.put_nowait, line.strip())
-    loop.call_soon_threadsafe(queue.put_nowait, "stop")
+class _StdinCommands:
+    """Command lines from stdin, read on the loop itself (no thread).
+
+    Reading in a thread and handing lines over with `call_soon_threadsafe` made
+    the qasync loop crash (a Qt signal emitted from a non-Qt thread), so stdin is
+    watched with `add_reader` -- a QSocketNotifier under qasync.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self._loop = loop
+        self._fd = sys.stdin.fileno()
+        self._buffer = b""
+        os.set_blocking(self._fd, False)
+        loop.add_reader(self._fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self._loop.remove_reader(self._fd)
+            self.queue.put_nowait("stop")
+            return
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            self.queue.put_nowait(line.decode().strip())
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
 
 
 async def _time_device_list(server: Any, expected: int) -> dict[str, Any]:
@@ -284,14 +310,8 @@ async def _console_main(args: argparse.Namespace) -> None:
     session.window.show()
     probe = _LagProbe()
     sampler = asyncio.ensure_future(probe.sample())
-    commands: asyncio.Queue[str] = asyncio.Queue()
-    reader = threading.Thread(
-        target=_stdin_lines,
-        args=(asyncio.get_running_loop(), commands),
-        name="probe-stdin",
-        daemon=True,
-    )
-    reader.start()
+    stdin = _StdinCommands(asyncio.get_running_loop())
+    commands = stdin.queue
     _answer({"url": session.server.url})
     try:
         while True:
@@ -306,6 +326,7 @@ async def _console_main(args: argparse.Namespace) -> None:
                 _answer({"ok": True, "segments": probe.summary()})
                 return
     finally:
+        stdin.close()
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
         await session.stop()

@@ -38,6 +38,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("registration", "p50_s", "s", "lower", SOCKET_PEERS),
     Figure("registration", "errors", "count", "lower", SOCKET_PEERS),
     Figure("registration", "cpu_s_per_1000", "CPU s", "lower", SOCKET_PEERS),
+    Figure("fanout", "api_call_s", "s", "lower", SOCKET_PEERS),
     Figure("fanout", "job_p50_s", "s", "lower", SOCKET_PEERS),
     Figure(
         "fanout",
