@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -115,8 +116,8 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
                 api = AdminApi(server, http)
                 software_id = await api.software_id(package)
                 await probe.ask("mark reporting")
-                deployment = await api.create_deployment(
-                    [software_id], device_ids, "bench console"
+                deployment = await probe.guard(
+                    api.create_deployment([software_id], device_ids, "bench console")
                 )
                 await probe.guard(
                     listener.wait_finished(
@@ -165,14 +166,20 @@ class _ProbeChannel:
             await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             died.cancel()
+        if task.done() and task.exception() is None:
+            return task.result()
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            raise RuntimeError(
-                f"console process died (exit {self._proc.returncode}); "
-                f"see {self._log_path}"
-            )
-        return task.result()
+        else:
+            # A dropped connection usually means the console just died: say so.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), 5)
+            if self._proc.returncode is None:
+                return task.result()  # re-raises the task's own error
+        raise RuntimeError(
+            f"console process died (exit {self._proc.returncode}); see {self._log_path}"
+        )
 
     async def ask(self, command: str) -> dict[str, Any]:
         assert self._proc.stdin is not None
