@@ -8,7 +8,6 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from console.qtcompat import emit
 from protocol import DEPLOYMENT_UPDATE, DEVICE_UPDATE, SOFTWARE_DEPLOYMENT_UPDATE
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class ServerBridge(QObject):
         if signal is None:
             log.debug("ignoring server event %s", event)
             return
-        emit(signal, dict(payload))
+        signal.emit(dict(payload))
 
     def detach(self) -> None:
         """Stop listening; call before the server is stopped or replaced."""

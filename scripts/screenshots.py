@@ -231,7 +231,7 @@ async def capture(out_dir: Path) -> list[Path]:
             mime = window.software.mimeData([window.software.index(2, 0)])
             for kind in (QDragEnterEvent, QDragMoveEvent, QDropEvent):
                 event = kind(
-                    QPoint(point).toPointF(),
+                    QPoint(point),
                     Qt.DropAction.CopyAction,
                     mime,
                     Qt.MouseButton.LeftButton,

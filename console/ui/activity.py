@@ -24,8 +24,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.qtcompat import emit
-
 _Index = QModelIndex | QPersistentModelIndex
 MAX_LINES = 5000
 _LEVEL_COLOURS = {
@@ -110,7 +108,7 @@ class ActivityHandler(logging.Handler):
         try:
             message = record.getMessage()
             stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-            emit(self._signal.record_emitted, stamp, record.levelno, message)
+            self._signal.record_emitted.emit(stamp, record.levelno, message)
         except RuntimeError:
             pass  # the Qt object is already gone while the process shuts down
         except Exception:  # a bad log call must not break the caller

@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.qtcompat import emit
 from console.status import TargetState, deployment_text, describe
 from console.ui.devices import COALESCE_MS
 from console.ui.progress import PROGRESS_ROLE, ProgressDelegate
@@ -96,8 +95,7 @@ class _TableModel(QAbstractTableModel):
         return None
 
     def _changed(self, position: int) -> None:
-        emit(
-            self.dataChanged,
+        self.dataChanged.emit(
             self.index(position, 0),
             self.index(position, len(self.headers) - 1),
         )
@@ -218,7 +216,7 @@ class TargetModel(_TableModel):
                 previous = row
                 continue
             if start is not None:
-                emit(self.dataChanged, self.index(start, 0), self.index(previous, last))
+                self.dataChanged.emit(self.index(start, 0), self.index(previous, last))
             start = previous = row
 
     def apply_update(self, payload: dict[str, Any]) -> None:
@@ -379,7 +377,7 @@ class DeploymentsPanel(QWidget):
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():
             deployment_id = current.siblingAtColumn(0).data(Qt.ItemDataRole.UserRole)
-            emit(self.deployment_selected, int(deployment_id))
+            self.deployment_selected.emit(int(deployment_id))
 
     def _on_target_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         row = self.targets.row_dict(current.row()) if current.isValid() else None
@@ -393,11 +391,11 @@ class DeploymentsPanel(QWidget):
 
     def _on_retry_clicked(self) -> None:
         if self.targets.deployment_id is not None:
-            emit(self.retry_requested, self.targets.deployment_id)
+            self.retry_requested.emit(self.targets.deployment_id)
 
     def _on_cancel_clicked(self) -> None:
         if self.targets.deployment_id is not None:
-            emit(self.cancel_requested, self.targets.deployment_id)
+            self.cancel_requested.emit(self.targets.deployment_id)
 
     def _update_buttons(self) -> None:
         deployment_id = self.targets.deployment_id

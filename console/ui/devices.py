@@ -21,7 +21,6 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor, QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
 
-from console.qtcompat import emit
 from console.status import TargetState, describe
 from console.ui.progress import PROGRESS_ROLE, ProgressDelegate
 
@@ -225,7 +224,7 @@ class DeviceModel(QAbstractTableModel):
             self._emit_changed(run_start, run_end, first_col, last_col)
 
     def _emit_changed(self, top: int, bottom: int, left: int, right: int) -> None:
-        emit(self.dataChanged, self.index(top, left), self.index(bottom, right))
+        self.dataChanged.emit(self.index(top, left), self.index(bottom, right))
 
     def _mark(self, row: int, first_col: int, last_col: int) -> None:
         lo, hi = self._dirty.get(row, (first_col, last_col))
@@ -244,7 +243,7 @@ class DeviceModel(QAbstractTableModel):
 
     def _set_online(self, count: int) -> None:
         self._online = count
-        emit(self.online_count_changed, count)
+        self.online_count_changed.emit(count)
 
     # --- queries ---------------------------------------------------------------
 
@@ -381,4 +380,4 @@ class DeviceView(QTableView):
         event.accept()
         device_ids = self.device_ids_at(index)
         if software_ids and device_ids:
-            emit(self.software_dropped, software_ids, device_ids)
+            self.software_dropped.emit(software_ids, device_ids)

@@ -21,7 +21,6 @@ from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
 
 from console.packages import is_supported
-from console.qtcompat import emit
 from console.ui.devices import SOFTWARE_MIME
 
 log = logging.getLogger(__name__)
@@ -125,8 +124,7 @@ class SoftwareModel(QAbstractTableModel):
         existing = self._row_of.get(software_id)
         if existing is not None:
             self._rows[existing] = row
-            emit(
-                self.dataChanged,
+            self.dataChanged.emit(
                 self.index(existing, 0),
                 self.index(existing, len(_HEADERS) - 1),
             )
@@ -220,4 +218,4 @@ class LibraryView(QTableView):
         skipped = len(event.mimeData().urls()) - len(paths)
         if skipped:
             log.info("ignored %d dropped file(s) that are not installers", skipped)
-        emit(self.files_dropped, paths)
+        self.files_dropped.emit(paths)

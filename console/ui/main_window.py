@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
 
 from console.bridge import ServerBridge
 from console.packages import guess_package
-from console.qtcompat import emit
 from console.tasks import TaskKeeper
 from console.ui.activity import ActivityHandler, ActivityModel, ActivityPanel
 from console.ui.deployments import DeploymentsPanel
@@ -245,7 +244,7 @@ class MainWindow(QMainWindow):
         self._host_label = f"http://{host}:{server.port}"
         self._update_listening()
         self.tasks.spawn(self.load(), "loading the server's lists")
-        emit(self.server_attached, server)
+        self.server_attached.emit(server)
 
     def detach(self) -> None:
         """Stop following the current server (before it stops or is replaced)."""
@@ -333,7 +332,7 @@ class MainWindow(QMainWindow):
         fields right after this returns, before awaiting anything else.
         """
         waiting = ask(dialog)
-        emit(self.question_asked, dialog)
+        self.question_asked.emit(dialog)
         try:
             return await waiting
         finally:
@@ -368,7 +367,7 @@ class MainWindow(QMainWindow):
             len(device_ids),
         )
         self.show_deployment(deployment)
-        emit(self.deployment_created, deployment)
+        self.deployment_created.emit(deployment)
         return deployment
 
     def show_deployment(self, deployment: dict[str, Any]) -> None:
@@ -506,7 +505,7 @@ class MainWindow(QMainWindow):
         if await self.ask(dialog) != QDialog.DialogCode.Accepted:
             return
         if dialog.port() != server.port:
-            emit(self.port_change_requested, dialog.port())
+            self.port_change_requested.emit(dialog.port())
 
     async def _regenerate(self, dialog: SettingsDialog) -> None:
         token = await self.server.regenerate_enrollment_token()
@@ -531,4 +530,4 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         event.accept()
-        emit(self.closed)
+        self.closed.emit()

@@ -12,7 +12,6 @@ from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from console.qtcompat import emit
 from console.ui.devices import Column
 from console.ui.progress import PROGRESS_ROLE
 from tests.console.conftest import next_emission, until
@@ -40,7 +39,7 @@ def _send_drop(
     """Deliver a complete drag-and-drop (enter, move, drop) to `view`'s viewport."""
     buttons = Qt.MouseButton.LeftButton
     action = actions
-    position = point.toPointF()
+    position = QPoint(point)
     enter = QDragEnterEvent(position, action, mime, buttons, modifiers)
     QApplication.sendEvent(view.viewport(), enter)
     move = QDragMoveEvent(position, action, mime, buttons, modifiers)
@@ -424,7 +423,7 @@ async def test_port_change_restarts_the_server_in_place(session, agents):
 
     attached = asyncio.ensure_future(next_emission(window.server_attached))
 
-    emit(window.port_change_requested, new_port)
+    window.port_change_requested.emit(new_port)
     (server,) = await attached
 
     assert server.port == new_port
