@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import qasync
+from PySide6.QtCore import QSocketNotifier
 from PySide6.QtWidgets import QApplication, QMessageBox, QStyleFactory
 
 from server.config import DEFAULT_PORT, ServerConfig, default_data_dir
@@ -108,6 +112,48 @@ def _application() -> QApplication:
     return app
 
 
+def close_on_termination_signals(close: Callable[[], None]) -> Callable[[], None]:
+    """Call `close()` on the loop when the process gets SIGINT or SIGTERM.
+
+    Ctrl-C in the terminal, `kill`, or a logout must stop the console in order
+    (agents disconnected, demo agents ended, database committed) instead of killing
+    it mid-flight. qasync's loop has no `add_signal_handler`, and Python runs a
+    signal handler only when the interpreter next runs, which an idle Qt loop may
+    not do for a long time; so the signal is written to a socket (`set_wakeup_fd`)
+    that a QSocketNotifier watches. Returns a function that puts everything back.
+    POSIX only; on Windows it does nothing (a windowed program gets no Ctrl-C).
+    """
+    if sys.platform == "win32":
+        return lambda: None
+    receiver, sender = socket.socketpair()
+    receiver.setblocking(False)
+    sender.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(sender.fileno())
+    previous = {
+        sig: signal.signal(sig, lambda *_: None)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    notifier = QSocketNotifier(receiver.fileno(), QSocketNotifier.Type.Read)
+
+    def on_signal() -> None:
+        with contextlib.suppress(OSError):
+            receiver.recv(64)
+        log.info("termination signal received; closing the console")
+        close()
+
+    notifier.activated.connect(on_signal)
+
+    def restore() -> None:
+        notifier.setEnabled(False)
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        receiver.close()
+        sender.close()
+
+    return restore
+
+
 async def run_console(
     options: argparse.Namespace, report_error: Callable[[str], None]
 ) -> int:
@@ -138,7 +184,11 @@ async def run_console(
         return EXIT_STARTUP_ERROR
 
     session.window.show()
-    await session.wait_closed()
+    restore_signals = close_on_termination_signals(session.window.close)
+    try:
+        await session.wait_closed()
+    finally:
+        restore_signals()
     await session.stop()
     return EXIT_OK
 
