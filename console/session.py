@@ -166,5 +166,6 @@ class ConsoleSession:
         log.info("demo: deployment %s sends %s", deployment["id"], first["name"])
         self.window.show_deployment(deployment)
         self.window.show_status(
-            "Demo: deploying — drag more packages from the library onto devices"
+            f"Demo: {first['name']} sent to {len(devices)} demo agents — drag more "
+            "packages from the library onto devices"
         )
