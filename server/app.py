@@ -116,7 +116,10 @@ class DeployServer:
         loop = asyncio.get_running_loop()
         self._tokens = await loop.run_in_executor(None, self._prepare_data_dir)
         try:
-            self._engine = db.create_engine(config.resolved_database_url())
+            self._engine = db.create_engine(
+                config.resolved_database_url(),
+                busy_timeout_ms=config.sqlite_busy_timeout_ms,
+            )
             await db.migrate(self._engine)
             self._repository = Repository(db.session_factory(self._engine))
             if config.redis_url:
@@ -140,7 +143,13 @@ class DeployServer:
                 engineio_logger=False,
             )
             self._gateway = AgentGateway(
-                self._sio, self._registry, self._repository, self._tokens
+                self._sio,
+                self._registry,
+                self._repository,
+                self._tokens,
+                # TODO(scale-out): in-memory ingestion needs one process per
+                # database; with Redis each report is its own transaction.
+                ingest_interval=None if manager else config.status_write_interval_s,
             )
             app = web.Application(client_max_size=MAX_SOCKET_MESSAGE)
             self._sio.attach(app)
@@ -193,12 +202,16 @@ class DeployServer:
         if self._gateway is not None:
             await self._gateway.disconnect_all()
             await self._gateway.wait_idle()
+            if self._gateway.ingest is not None:
+                await self._gateway.ingest.stop()
         await self._close()
         log.info("server stopped")
 
     async def _close(self) -> None:
         if self._gateway is not None:
             await self._gateway.cancel_tasks()
+            if self._gateway.ingest is not None:
+                await self._gateway.ingest.stop()
         if self._sio is not None:
             await self._sio.shutdown()
             manager = self._sio.manager
@@ -303,6 +316,14 @@ class DeployServer:
             ],
         )
 
+    def _holding(self, deployment_id: int) -> contextlib.AbstractAsyncContextManager:
+        """Reports of this deployment wait while its rows change in one transaction
+        (their in-memory copy is written first and reloaded afterwards)."""
+        ingest = self.gateway.ingest
+        if ingest is None:
+            return contextlib.nullcontext()
+        return ingest.holding(deployment_id, forget=True)
+
     async def get_deployment(self, deployment_id: int) -> dict[str, Any]:
         return await self.repository.get_deployment(deployment_id)
 
@@ -310,13 +331,15 @@ class DeployServer:
         return await self.repository.list_deployments(limit)
 
     async def cancel_deployment(self, deployment_id: int) -> dict[str, Any]:
-        deployment, change = await self.repository.cancel_deployment(deployment_id)
+        async with self._holding(deployment_id):
+            deployment, change = await self.repository.cancel_deployment(deployment_id)
         await self.gateway.send_cancel(deployment_id, change)
         await self.gateway.publish_change(change)
         return deployment
 
     async def retry_deployment(self, deployment_id: int) -> dict[str, Any]:
-        _, change, jobs = await self.repository.retry_deployment(deployment_id)
+        async with self._holding(deployment_id):
+            _, change, jobs = await self.repository.retry_deployment(deployment_id)
         await self.gateway.publish_change(change)
         await self.gateway.send_jobs(jobs)
         return await self.repository.get_deployment(deployment_id)

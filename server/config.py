@@ -35,6 +35,10 @@ class ServerConfig:
     """Scale-out: share rooms between server processes through this Redis."""
     redis_channel: str = "deploy-console"
     """Scale-out: the Redis channel and key prefix the cooperating servers share."""
+    status_write_interval_s: float = 0.1
+    """Agents' status reports are written in one batch at most this often."""
+    sqlite_busy_timeout_ms: int = 10_000
+    """How long a SQLite write waits for another program's lock on the file."""
     max_upload_bytes: int = 8 * 1024**3
     """Largest installer accepted by `POST /api/software`."""
 

@@ -30,23 +30,29 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for `url`, with the SQLite pragmas applied per connection."""
+def create_engine(
+    url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+) -> AsyncEngine:
+    """An async engine for `url`, with the SQLite pragmas applied per connection.
+
+    `busy_timeout_ms`: how long SQLite waits for another program's lock on the
+    file before a write fails with "database is locked".
+    """
     if not url.startswith("sqlite"):
         return create_async_engine(url, pool_pre_ping=True)
 
     engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
-    event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
     return engine
-
-
-def _on_sqlite_connect(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

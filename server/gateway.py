@@ -18,6 +18,7 @@ import socketio
 import protocol
 from protocol import ack_error, ack_ok
 from server.errors import ServerError
+from server.ingest import StatusIngest
 from server.registry import AgentRegistry
 from server.repository import Change, Job, Report, Repository
 from server.tokens import Tokens, tokens_match
@@ -42,7 +43,10 @@ class AgentGateway:
         registry: AgentRegistry,
         repository: Repository,
         tokens: Tokens,
+        ingest_interval: float | None = None,
     ) -> None:
+        """`ingest_interval` set: reports go through a `StatusIngest` writing in
+        batches at that pace; None: one transaction per report (scale-out)."""
         self.sio = sio
         self.registry = registry
         self.repository = repository
@@ -51,6 +55,10 @@ class AgentGateway:
         self._device_ids: dict[str, int] = {}
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task] = set()
+        self.ingest: StatusIngest | None = None
+        if ingest_interval is not None:
+            self.ingest = StatusIngest(repository, self.publish_change, ingest_interval)
+            self.ingest.start()
 
         for event, handler in (
             ("connect", self.on_connect),
@@ -217,11 +225,20 @@ class AgentGateway:
         return None
 
     async def _record(self, sid: str, event: str, report: Report) -> dict[str, Any]:
+        """Apply a report; acknowledge it once it is in the database."""
+        if self.ingest is None:
+            try:
+                change = await self.repository.apply_report(report)
+            except ServerError as exc:
+                return _refuse(sid, event, str(exc))
+            await self.publish_change(change)
+            return ack_ok()
+
         try:
-            change = await self.repository.apply_report(report)
+            written = await self.ingest.submit(report)
         except ServerError as exc:
             return _refuse(sid, event, str(exc))
-        await self.publish_change(change)
+        await written
         return ack_ok()
 
     # --- sending --------------------------------------------------------------
@@ -249,9 +266,12 @@ class AgentGateway:
                 "deployment %s: job sent to agent %s", job.deployment_id, job.agent_id
             )
         for deployment_id, device_ids in sent.items():
-            await self.publish_change(
-                await self.repository.mark_sent(deployment_id, device_ids)
-            )
+            if self.ingest is not None:
+                await self.ingest.mark_sent(deployment_id, device_ids)
+            else:
+                await self.publish_change(
+                    await self.repository.mark_sent(deployment_id, device_ids)
+                )
 
     async def send_cancel(self, deployment_id: int, change: Change) -> None:
         for agent_id, device_id in change.cancelled:

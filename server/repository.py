@@ -42,7 +42,7 @@ RETRY_QUEUED = "queued again for retry"
 MAX_TARGETS = 10_000
 MAX_PACKAGES = 100
 
-_SERVER_NOTES = {WAITING_FOR_AGENT, SENT_TO_AGENT, RETRY_QUEUED}
+SERVER_NOTES = frozenset({WAITING_FOR_AGENT, SENT_TO_AGENT, RETRY_QUEUED})
 _TERMINAL = [s.value for s in TargetStatus if s.terminal]
 _OPEN = [TargetStatus.PENDING.value, TargetStatus.IN_PROGRESS.value]
 
@@ -89,11 +89,15 @@ class Change:
     """(agent id, device id) pairs to send `cancel_deployment` to."""
 
 
-class _KeyedLocks:
+class KeyedLocks:
     """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
 
     def __init__(self) -> None:
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    def busy(self, key: int) -> bool:
+        """True while someone holds or waits for `key`'s lock."""
+        return key in self._locks
 
     @contextlib.asynccontextmanager
     async def hold(self, key: int) -> AsyncIterator[None]:
@@ -115,7 +119,7 @@ class Repository:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
         self._last_progress: dict[int, int] = {}
 
     @contextlib.asynccontextmanager
@@ -335,14 +339,59 @@ class Repository:
                 progress = report.progress
                 status = protocol.target_status_for(report.status, report.failed)
             _apply(target, status, progress, report)
-            change.target_updates.append(target_update(target))
+            hostname = await session.scalar(
+                select(Device.hostname).where(Device.id == target.device_id)
+            )
+            change.target_updates.append(
+                {
+                    **target_update(target, agent_status=report.status.value),
+                    "hostname": hostname,
+                }
+            )
             update_ = await self._refresh_deployment(session, deployment)
             if update_ is not None:
                 change.deployment_updates.append(update_)
 
         if status.terminal:
-            _log_finished(target)
+            log_finished(target, hostname)
         return change
+
+    async def load_deployment(self, deployment_id: int) -> dict[str, Any] | None:
+        """A deployment with its targets (and hostnames) and packages, for the
+        in-memory status ingestion; None if there is no such deployment."""
+        async with self._sessions() as session:
+            deployment = await session.get(Deployment, deployment_id)
+            if deployment is None:
+                return None
+            packages = await _packages_of(session, deployment_id)
+            rows = await session.execute(
+                select(DeploymentTarget, Device.hostname)
+                .join(Device, Device.id == DeploymentTarget.device_id)
+                .where(DeploymentTarget.deployment_id == deployment_id)
+            )
+            targets = [
+                {**target_dict(t, raw=True), "hostname": hostname}
+                for t, hostname in rows
+            ]
+        return {
+            "id": deployment.id,
+            "deployment_name": deployment.deployment_name,
+            "status": deployment.status,
+            "completed_at": deployment.completed_at,
+            "packages": [(p.name, p.file_name) for p in packages],
+            "targets": targets,
+        }
+
+    async def write_batch(
+        self, target_rows: list[dict[str, Any]], deployment_rows: list[dict[str, Any]]
+    ) -> None:
+        """Write changed targets and deployments by primary key, in one transaction
+        (one executemany UPDATE per table)."""
+        async with self._sessions() as session, session.begin():
+            if target_rows:
+                await session.execute(update(DeploymentTarget), target_rows)
+            if deployment_rows:
+                await session.execute(update(Deployment), deployment_rows)
 
     async def cancel_deployment(self, deployment_id: int) -> tuple[dict, Change]:
         """Cancel every unfinished target; the deployment becomes `cancelled`."""
@@ -438,7 +487,7 @@ class Repository:
     ) -> dict[str, Any] | None:
         """Recompute the deployment's status; the update to send if anything moved."""
         counts, progress = await _counts(session, deployment.id)
-        status = force or _aggregate_status(counts)
+        status = force or aggregate_status(counts)
         changed = status.value != deployment.status
         if changed:
             deployment.status = status.value
@@ -481,7 +530,7 @@ def _apply(
         target.completed_at = now
     if report.message is not None:
         target.message = report.message
-    elif target.message in _SERVER_NOTES:
+    elif target.message in SERVER_NOTES:
         target.message = None  # the agent has taken over; our note is stale
     if report.exit_code is not None:
         target.exit_code = report.exit_code
@@ -491,7 +540,7 @@ def _apply(
         target.log_tail = report.log_tail
 
 
-def _aggregate_status(counts: dict[str, int]) -> DeploymentStatus:
+def aggregate_status(counts: dict[str, int]) -> DeploymentStatus:
     if counts["pending"] or counts["in_progress"]:
         return DeploymentStatus.IN_PROGRESS
     if counts["cancelled"]:
@@ -510,19 +559,23 @@ async def _download_share(session: AsyncSession, report: Report) -> float:
     raise ConflictError("That package is not part of this deployment.")
 
 
-def _log_finished(target: DeploymentTarget) -> None:
-    if target.status == TargetStatus.SUCCESS.value:
+def log_finished(target: Any, hostname: str) -> None:
+    """The INFO line for a target that has just finished (ORM row or in memory)."""
+    if target.status == TargetStatus.SUCCESS:
         log.info(
-            "deployment %s: device %s succeeded%s",
+            "deployment %s: %s (device %s) succeeded%s",
             target.deployment_id,
+            hostname,
             target.device_id,
             " (reboot required)" if target.reboot_required else "",
         )
     else:
         log.info(
-            "deployment %s: device %s failed with exit code %s: %s",
+            "deployment %s: %s (device %s) %s with exit code %s: %s",
             target.deployment_id,
+            hostname,
             target.device_id,
+            target.status,
             target.exit_code,
             target.message,
         )
@@ -644,7 +697,9 @@ def software_dict(software: Software) -> dict[str, Any]:
     }
 
 
-def target_dict(target: DeploymentTarget) -> dict[str, Any]:
+def target_dict(target: DeploymentTarget, *, raw: bool = False) -> dict[str, Any]:
+    """The target's columns; timestamps as ISO text, or as datetimes with `raw`."""
+    stamp = (lambda value: value) if raw else iso
     return {
         "id": target.id,
         "deployment_id": target.deployment_id,
@@ -654,15 +709,18 @@ def target_dict(target: DeploymentTarget) -> dict[str, Any]:
         "message": target.message,
         "exit_code": target.exit_code,
         "reboot_required": target.reboot_required,
-        "started_at": iso(target.started_at),
-        "completed_at": iso(target.completed_at),
+        "started_at": stamp(target.started_at),
+        "completed_at": stamp(target.completed_at),
         "log_tail": target.log_tail,
         "attempt": target.attempt,
     }
 
 
-def target_update(target: DeploymentTarget) -> dict[str, Any]:
-    """The `software_deployment_update` payload for a target (plus extra fields)."""
+def target_update(
+    target: DeploymentTarget, agent_status: str | None = None
+) -> dict[str, Any]:
+    """The `software_deployment_update` payload for a target (plus extra fields:
+    exit code, reboot, attempt, and `agent_status`, the agent's own word)."""
     return {
         "deployment_id": target.deployment_id,
         "device_id": target.device_id,
@@ -672,6 +730,7 @@ def target_update(target: DeploymentTarget) -> dict[str, Any]:
         "exit_code": target.exit_code,
         "reboot_required": target.reboot_required,
         "attempt": target.attempt,
+        "agent_status": agent_status,
     }
 
 

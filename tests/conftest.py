@@ -7,6 +7,7 @@
 - `agent_factory`: `await agent_factory(agent_id=..., server=...)` gives a connected,
   registered `tests.helpers.FakeAgent`; closed after the test.
 - `package`: software added to `server` (a small shell-script installer).
+- `package_file`: such an installer on disk, for servers made by `server_factory`.
 """
 
 from __future__ import annotations
@@ -68,3 +69,8 @@ async def package(server, tmp_path: Path) -> dict:
     return await server.add_software(
         installer, name="Hello", version="1.0", installer_type="script"
     )
+
+
+@pytest.fixture
+def package_file(tmp_path: Path) -> Path:
+    return write_installer(tmp_path / "hello.sh")
