@@ -284,15 +284,19 @@ class DeployServer:
         device_ids: Iterable[int],
         deployment_name: str | None = None,
     ) -> dict[str, Any]:
-        """Store the deployment, then send each target's job if its agent is here."""
+        """Store the deployment (one transaction) and return it; each target's job
+        goes to its agent's room right after, in a task (`wait_idle` waits for it).
+
+        Targets whose agent is not connected wait, and are sent at registration.
+        """
         deployment, jobs = await self.repository.create_deployment(
             software_ids, device_ids, deployment_name
         )
-        await self.gateway.publish_change(await self._initial_updates(deployment))
-        await self.gateway.send_jobs(jobs)
-        return await self.repository.get_deployment(deployment["id"])
+        await self.gateway.publish_change(self._initial_updates(deployment))
+        self.gateway.spawn(self.gateway.send_jobs(jobs))
+        return deployment
 
-    async def _initial_updates(self, deployment: dict[str, Any]) -> Change:
+    def _initial_updates(self, deployment: dict[str, Any]) -> Change:
         """What consoles hear about a deployment that was just stored."""
         fields = ("device_id", "status", "message", "exit_code", "reboot_required")
         return Change(

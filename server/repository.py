@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
@@ -220,26 +220,51 @@ class Repository:
             )
             session.add(deployment)
             await session.flush()
-            session.add_all(
-                DeploymentSoftware(
-                    deployment_id=deployment.id, software_id=s.id, position=i
-                )
-                for i, s in enumerate(packages)
+            # Bulk inserts (executemany / multi-row VALUES), no ORM object per row.
+            await session.execute(
+                insert(DeploymentSoftware),
+                [
+                    {"deployment_id": deployment.id, "software_id": s.id, "position": i}
+                    for i, s in enumerate(packages)
+                ],
             )
-            session.add_all(
-                DeploymentTarget(
-                    deployment_id=deployment.id,
-                    device_id=d.id,
-                    status=TargetStatus.PENDING.value,
-                    progress_percent=0.0,
-                    message=WAITING_FOR_AGENT,
-                    attempt=1,
-                )
-                for d in devices
+            new_target = {
+                "deployment_id": deployment.id,
+                "status": TargetStatus.PENDING.value,
+                "progress_percent": 0.0,
+                "message": WAITING_FOR_AGENT,
+                "attempt": 1,
+            }
+            target_ids = dict(
+                (
+                    await session.execute(
+                        insert(DeploymentTarget).returning(
+                            DeploymentTarget.device_id,
+                            DeploymentTarget.id,
+                            sort_by_parameter_order=True,
+                        ),
+                        [{**new_target, "device_id": d.id} for d in devices],
+                    )
+                ).all()
             )
-            await session.flush()
-            jobs = [_job(deployment.id, d, packages, attempt=1) for d in devices]
-            result = await _deployment_dict(session, deployment, with_targets=True)
+        jobs = [_job(deployment.id, d, packages, attempt=1) for d in devices]
+        result = {
+            **_deployment_columns(deployment),
+            "software_ids": [p.id for p in packages],
+            "counts": {
+                **{s.value: 0 for s in TargetStatus},
+                TargetStatus.PENDING.value: len(devices),
+                "total": len(devices),
+            },
+            "progress": 0.0,
+            "targets": [
+                {
+                    **_new_target_dict(new_target, target_ids[d.id], d.id),
+                    "hostname": d.hostname,
+                }
+                for d in sorted(devices, key=lambda d: (d.hostname, target_ids[d.id]))
+            ],
+        }
         log.info(
             "deployment %s created: %d package(s) to %d device(s)",
             deployment.id,
@@ -734,6 +759,37 @@ def target_update(
     }
 
 
+def _deployment_columns(deployment: Deployment) -> dict[str, Any]:
+    return {
+        "id": deployment.id,
+        "deployment_name": deployment.deployment_name,
+        "status": deployment.status,
+        "created_at": iso(deployment.created_at),
+        "started_at": iso(deployment.started_at),
+        "completed_at": iso(deployment.completed_at),
+    }
+
+
+def _new_target_dict(
+    columns: dict[str, Any], target_id: int, device_id: int
+) -> dict[str, Any]:
+    """`target_dict` of a target just inserted with `columns`."""
+    return {
+        "id": target_id,
+        "deployment_id": columns["deployment_id"],
+        "device_id": device_id,
+        "status": columns["status"],
+        "progress_percent": columns["progress_percent"],
+        "message": columns["message"],
+        "exit_code": None,
+        "reboot_required": None,
+        "started_at": None,
+        "completed_at": None,
+        "log_tail": None,
+        "attempt": columns["attempt"],
+    }
+
+
 async def _deployment_dict(
     session: AsyncSession, deployment: Deployment, *, with_targets: bool
 ) -> dict[str, Any]:
@@ -744,12 +800,7 @@ async def _deployment_dict(
         .order_by(DeploymentSoftware.position)
     )
     result: dict[str, Any] = {
-        "id": deployment.id,
-        "deployment_name": deployment.deployment_name,
-        "status": deployment.status,
-        "created_at": iso(deployment.created_at),
-        "started_at": iso(deployment.started_at),
-        "completed_at": iso(deployment.completed_at),
+        **_deployment_columns(deployment),
         "software_ids": list(software_ids),
         "counts": counts,
         "progress": progress,

@@ -9,6 +9,7 @@ from tests.helpers import ConsoleClient, FakeAgent
 async def _deploy(server, package, agent):
     deployment = await server.create_deployment([package["id"]], [agent.device_id])
     job = await agent.next(protocol.INSTALL_SOFTWARE)
+    await server.wait_idle()  # the job is noted "sent to agent"
     return deployment, job
 
 
@@ -414,3 +415,23 @@ async def test_deployment_to_two_devices_waits_for_both(server, package, agent_f
     assert final["status"] == "failed"
     assert final["counts"]["success"] == 1
     assert final["counts"]["failed"] == 1
+
+
+async def test_new_deployment_answers_with_every_target_pending_by_hostname(
+    server, package, agent_factory
+):
+    second = await agent_factory("agent-b", hostname="WS-B")
+    first = await agent_factory("agent-a", hostname="WS-A")
+
+    deployment = await server.create_deployment(
+        [package["id"]], [second.device_id, first.device_id]
+    )
+
+    assert [t["hostname"] for t in deployment["targets"]] == ["WS-A", "WS-B"]
+    assert deployment["counts"]["pending"] == deployment["counts"]["total"] == 2
+    assert deployment == await server.get_deployment(deployment["id"]) | {
+        "targets": deployment["targets"]
+    }
+    for agent in (first, second):
+        job = await agent.next(protocol.INSTALL_SOFTWARE)
+        assert job["deployment_id"] == deployment["id"]
