@@ -198,12 +198,15 @@ class DeployServer:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
-        """Disconnect everyone, finish our tasks, close the listener and the DB."""
+        """Stop in order; every report acknowledged before is in the database.
+
+        New connections and events are refused, handlers in flight finish (their
+        reports written and acknowledged), everyone is disconnected, background
+        tasks end, the status writer writes what is left, and only then are the
+        listener and the database closed.
+        """
         if self._gateway is not None:
-            await self._gateway.disconnect_all()
-            await self._gateway.wait_idle()
-            if self._gateway.ingest is not None:
-                await self._gateway.ingest.stop()
+            await self._gateway.close()
         await self._close()
         log.info("server stopped")
 

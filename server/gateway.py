@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[str, dict[str, Any]], None]
 
+STOP_GRACE_S = 10.0
+"""At stop, how long handlers and background tasks in flight may take."""
+
 AGENT = "agent"
 CONSOLE = "console"
 
@@ -60,6 +63,12 @@ class AgentGateway:
             self.ingest = StatusIngest(repository, self.publish_change, ingest_interval)
             self.ingest.start()
 
+        self._closing = False
+        self._running = 0
+        self._handlers_idle = asyncio.Event()
+        self._handlers_idle.set()
+        self._gone_at_stop: list[str] = []
+
         for event, handler in (
             ("connect", self.on_connect),
             ("disconnect", self.on_disconnect),
@@ -68,7 +77,30 @@ class AgentGateway:
             (protocol.SOFTWARE_INSTALLATION_STATUS, self.on_installation_status),
             (protocol.SOFTWARE_DOWNLOAD_PROGRESS, self.on_download_progress),
         ):
-            sio.on(event, handler)
+            sio.on(event, self._counted(event, handler))
+
+    def _counted(self, event: str, handler: Callable[..., Coroutine]) -> Callable:
+        """`handler`, refused once the server is stopping, and counted while it
+        runs so that `stop` can wait for the ones in flight."""
+
+        async def handle(*args: Any) -> Any:
+            if self._closing and event != "disconnect":
+                if event == "connect":
+                    raise socketio.exceptions.ConnectionRefusedError(
+                        "the server is stopping"
+                    )
+                log.debug("%s from %s refused: stopping", event, args[0])
+                return ack_error("the server is stopping; send it again later")
+            self._running += 1
+            self._handlers_idle.clear()
+            try:
+                return await handler(*args)
+            finally:
+                self._running -= 1
+                if not self._running:
+                    self._handlers_idle.set()
+
+        return handle
 
     # --- connections ----------------------------------------------------------
 
@@ -103,6 +135,10 @@ class AgentGateway:
         agent_id = await self.registry.unbind(sid)
         if agent_id is None:
             return  # never registered, or replaced by a newer connection
+        self._device_ids.pop(agent_id, None)
+        if self._closing:
+            self._gone_at_stop.append(agent_id)  # one write for all, in `close`
+            return
         device = await self.repository.mark_offline(agent_id)
         log.info("agent %s disconnected [%s]: %s", agent_id, sid, reason)
         if device is not None:
@@ -324,9 +360,33 @@ class AgentGateway:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def disconnect_all(self) -> None:
+    async def close(self) -> None:
+        """Stop in order: refuse new connections and events, let the handlers in
+        flight finish (their reports are written and acknowledged), disconnect
+        everyone, mark this server's agents offline in one write, and wait for
+        the background tasks. The caller then stops the writer and the database.
+        """
+        self._closing = True
+        await self._wait_handlers()
         for sid in list(self._roles):
             await self.sio.disconnect(sid)
+        await self._wait_handlers()
+        if self._gone_at_stop:
+            await self.repository.mark_offline_many(self._gone_at_stop)
+            self._gone_at_stop.clear()
+        try:
+            async with asyncio.timeout(STOP_GRACE_S):
+                await self.wait_idle()
+        except TimeoutError:
+            log.warning("stopping: %d background task(s) cancelled", len(self._tasks))
+            await self.cancel_tasks()
+
+    async def _wait_handlers(self) -> None:
+        try:
+            async with asyncio.timeout(STOP_GRACE_S):
+                await self._handlers_idle.wait()
+        except TimeoutError:
+            log.warning("stopping: %d event handler(s) still running", self._running)
 
     async def cancel_tasks(self) -> None:
         tasks = list(self._tasks)

@@ -164,6 +164,15 @@ class Repository:
             device.last_seen = utcnow()
         return device_dict(device)
 
+    async def mark_offline_many(self, agent_ids: list[str]) -> None:
+        """Mark these agents' devices offline in one statement (at stop)."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Device)
+                .where(Device.agent_id.in_(agent_ids))
+                .values(online=False, last_seen=utcnow())
+            )
+
     async def mark_all_offline(self) -> None:
         """At start: nobody is connected to a server that has just started."""
         async with self._sessions() as session, session.begin():

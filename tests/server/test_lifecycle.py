@@ -1,8 +1,12 @@
 """Start, stop and restart: database schema, tokens, and environment faults."""
 
+import asyncio
+import functools
+import gc
 import json
 import sqlite3
 import stat
+import warnings
 
 import pytest
 import socketio
@@ -166,3 +170,73 @@ async def test_broken_listener_does_not_stop_updates(server, package, agent_fact
     await server.create_deployment([package["id"]], [agent.device_id])
 
     assert "deployment_update" in heard
+
+
+async def test_stop_while_agents_report_keeps_every_acknowledged_final(
+    server_factory, tmp_path, package_file
+):
+    data_dir = tmp_path / "data"
+    server = await server_factory(data_dir=data_dir, enrollment_token="e")
+    software = await server.add_software(
+        package_file, name="Hello", installer_type="script"
+    )
+    agents = []
+    for number in range(16):
+        agent = FakeAgent(server.url, "e", f"agent-{number}")
+        await agent.connect()
+        await agent.register()
+        agents.append(agent)
+    deployment = await server.create_deployment(
+        [software["id"]], [a.device_id for a in agents]
+    )
+    for agent in agents:
+        await agent.next("install_software")
+    acknowledged: list[int] = []
+    half_done = asyncio.Event()
+
+    def on_final_ack(device_id, ack):
+        if ack.get("ok"):
+            acknowledged.append(device_id)
+        if len(acknowledged) >= len(agents) // 2:
+            half_done.set()
+
+    async def keep_reporting(agent, reports_before_final):
+        payload = {"deployment_id": deployment["id"], "device_id": agent.device_id}
+        try:
+            for step in range(reports_before_final):
+                await agent.sio.emit(
+                    "software_installation_status",
+                    {**payload, "status": "installing", "progress": step},
+                )
+            await agent.sio.emit(
+                "software_installation_status",
+                {**payload, "status": "completed", "progress": 100},
+                callback=functools.partial(on_final_ack, agent.device_id),
+            )
+            for step in range(50):  # still reporting when the server stops
+                await agent.sio.emit(
+                    "software_download_progress",
+                    {**payload, "software_name": "Hello", "progress": step},
+                )
+        except socketio.exceptions.SocketIOError:
+            pass  # disconnected by the stopping server
+
+    reporting = [
+        asyncio.create_task(keep_reporting(agent, 4 * number))
+        for number, agent in enumerate(agents)
+    ]
+    await asyncio.wait_for(half_done.wait(), 30)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await asyncio.wait_for(server.stop(), 30)  # guard: it once hung for 60 s
+        gc.collect()
+    await asyncio.gather(*reporting)
+    for agent in agents:
+        await agent.close()
+
+    restarted = await server_factory(data_dir=data_dir, enrollment_token="e")
+    targets = (await restarted.get_deployment(deployment["id"]))["targets"]
+    assert [str(w.message) for w in caught] == []
+    final = {t["device_id"]: t["status"] for t in targets}
+    assert {final[device_id] for device_id in acknowledged} == {"success"}
+    assert not any(d["online"] for d in await restarted.list_devices())
