@@ -159,7 +159,8 @@ class AgentGateway:
                 sid, protocol.AGENT_REGISTER, "this connection is another agent's"
             )
 
-        device = await self.repository.register_device(reg)
+        epoch = self.repository.jobs_epoch
+        device, jobs = await self.repository.register_device(reg)
         old_sid = await self.registry.bind(sid, reg.agent_id)
         if old_sid is not None:
             await self.sio.leave_room(old_sid, reg.agent_id)
@@ -177,15 +178,20 @@ class AgentGateway:
         ack = ack_ok(agent_id=reg.agent_id, device_id=device["id"], room=reg.agent_id)
         # The acknowledgement goes out when this handler returns; the task below
         # runs after that, so the agent hears "registered" before its jobs.
-        self.spawn(self._after_register(sid, reg.agent_id, device, ack))
+        if self.ingest is None or self.repository.jobs_epoch != epoch:
+            # Jobs may have been created after our read and before this agent was
+            # in its room (or, scale-out, on another server): read them again.
+            jobs = None
+        self.spawn(self._after_register(sid, reg.agent_id, device, ack, jobs))
         return ack
 
     async def _after_register(
-        self, sid: str, agent_id: str, device: dict, ack: dict
+        self, sid: str, agent_id: str, device: dict, ack: dict, jobs: list[Job] | None
     ) -> None:
         await self.sio.emit(protocol.REGISTRATION_SUCCESS, ack, to=sid)
         await self.publish(protocol.DEVICE_UPDATE, device)
-        jobs = await self.repository.jobs_for_device(device["id"])
+        if jobs is None:
+            jobs = await self.repository.jobs_for_device(device["id"])
         if jobs:
             log.info("agent %s: sending %d waiting job(s)", agent_id, len(jobs))
         await self.send_jobs(jobs)

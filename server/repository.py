@@ -121,6 +121,9 @@ class Repository:
         self._sessions = sessions
         self._locks = KeyedLocks()
         self._last_progress: dict[int, int] = {}
+        self.jobs_epoch = 0
+        """+1 after each commit that creates jobs (new deployment, retry), so a
+        registration can tell whether the jobs it read may be stale."""
 
     @contextlib.asynccontextmanager
     async def _transaction(self, deployment_id: int) -> AsyncIterator[AsyncSession]:
@@ -134,12 +137,20 @@ class Repository:
 
     # --- devices --------------------------------------------------------------
 
-    async def register_device(self, reg: protocol.AgentRegister) -> dict[str, Any]:
-        """Record (or refresh) the device of a registering agent; it is online now."""
+    async def register_device(
+        self, reg: protocol.AgentRegister
+    ) -> tuple[dict[str, Any], list[Job]]:
+        """Record (or refresh) the device of a registering agent; it is online now.
+
+        Returns the device and the jobs it should be running (targets pending or
+        in progress), read in the same transaction; a new device has none.
+        """
+        jobs: list[Job] = []
         async with self._sessions() as session, session.begin():
             device = await session.scalar(
                 select(Device).where(Device.agent_id == reg.agent_id)
             )
+            known = device is not None
             if device is None:
                 device = Device(agent_id=reg.agent_id)
                 session.add(device)
@@ -151,7 +162,9 @@ class Repository:
             device.mac = reg.mac
             device.online = True
             device.last_seen = utcnow()
-        return device_dict(device)
+            if known:
+                jobs = await _open_jobs(session, device)
+        return device_dict(device), jobs
 
     async def mark_offline(self, agent_id: str) -> dict[str, Any] | None:
         async with self._sessions() as session, session.begin():
@@ -256,6 +269,7 @@ class Repository:
                     )
                 ).all()
             )
+        self.jobs_epoch += 1
         jobs = [_job(deployment.id, d, packages, attempt=1) for d in devices]
         result = {
             **_deployment_columns(deployment),
@@ -288,21 +302,7 @@ class Repository:
             device = await session.get(Device, device_id)
             if device is None:
                 return []
-            targets = await session.scalars(
-                select(DeploymentTarget)
-                .where(
-                    DeploymentTarget.device_id == device_id,
-                    DeploymentTarget.status.in_(_OPEN),
-                )
-                .order_by(DeploymentTarget.deployment_id)
-            )
-            jobs = []
-            for target in targets:
-                packages = await _packages_of(session, target.deployment_id)
-                jobs.append(
-                    _job(target.deployment_id, device, packages, target.attempt)
-                )
-            return jobs
+            return await _open_jobs(session, device)
 
     async def mark_sent(self, deployment_id: int, device_ids: list[int]) -> Change:
         """Note on still-pending targets that their job went to the agent."""
@@ -504,6 +504,7 @@ class Repository:
                 change.target_updates.append(target_update(target))
                 jobs.append(_job(deployment_id, device, packages, target.attempt))
             deployment.completed_at = None
+            self.jobs_epoch += 1  # before the commit: safe side for registrations
             update_ = await self._refresh_deployment(session, deployment)
             if update_ is not None:
                 change.deployment_updates.append(update_)
@@ -633,6 +634,22 @@ async def _fetch(session: AsyncSession, model, ids: list[int], what: str) -> lis
         shown = ", ".join(str(i) for i in missing[:10])
         raise NotFoundError(f"Unknown {what} id(s): {shown}.")
     return [rows[i] for i in ids]
+
+
+async def _open_jobs(session: AsyncSession, device: Device) -> list[Job]:
+    rows = await session.execute(
+        select(DeploymentTarget.deployment_id, DeploymentTarget.attempt)
+        .where(
+            DeploymentTarget.device_id == device.id,
+            DeploymentTarget.status.in_(_OPEN),
+        )
+        .order_by(DeploymentTarget.deployment_id)
+    )
+    jobs = []
+    for deployment_id, attempt in rows.all():
+        packages = await _packages_of(session, deployment_id)
+        jobs.append(_job(deployment_id, device, packages, attempt))
+    return jobs
 
 
 async def _packages_of(session: AsyncSession, deployment_id: int) -> list[Software]:
