@@ -12,9 +12,12 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
 )
@@ -119,10 +122,39 @@ Ident = Annotated[
 ]
 """An agent id or room name: letters, digits, `_ . : -`, at most 128 characters."""
 
-ShortText = Annotated[str, StringConstraints(max_length=MAX_NAME)]
-Message = Annotated[str, StringConstraints(max_length=MAX_MESSAGE)]
-PositiveId = Annotated[int, Field(ge=1, le=2**53)]
-Percent = Annotated[float, Field(ge=0, le=100)]
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F], " ")
+_NUL = {0: "\ufffd"}
+
+
+def _single_line(value: str) -> str:
+    """Control characters (newlines, NUL, escapes) become spaces: a host name or a
+    package name can then neither forge a log line nor upset a database."""
+    return value.translate(_CONTROL)
+
+
+def _no_nul(value: str) -> str:
+    """NUL becomes U+FFFD: PostgreSQL cannot store it; a message keeps its lines."""
+    return value.translate(_NUL)
+
+
+def _not_bool(value: Any) -> Any:
+    """JSON `true` is not the number 1 (pydantic would take it as one)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+ShortText = Annotated[
+    str, StringConstraints(max_length=MAX_NAME), AfterValidator(_single_line)
+]
+"""A single-line name: at most 255 characters, control characters made spaces."""
+Message = Annotated[
+    str, StringConstraints(max_length=MAX_MESSAGE), AfterValidator(_no_nul)
+]
+"""Free text of several lines (a status message, an installer's log tail)."""
+PositiveId = Annotated[int, Strict(), Field(ge=1, le=2**53)]
+"""A database id: a JSON integer, never a string, float or boolean."""
+Percent = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=100)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -156,13 +188,13 @@ class InstallationStatus(_Payload):
     progress: Percent = 0
     message: Message | None = None
     software_name: ShortText | None = None
-    completed: Annotated[int, Field(ge=0, le=10_000)] | None = None
-    failed: Annotated[int, Field(ge=0, le=10_000)] | None = None
-    exit_code: Annotated[int, Field(ge=-(2**31), le=2**32)] | None = None
+    completed: Annotated[int, Strict(), Field(ge=0, le=10_000)] | None = None
+    failed: Annotated[int, Strict(), Field(ge=0, le=10_000)] | None = None
+    exit_code: Annotated[int, Strict(), Field(ge=-(2**31), le=2**32)] | None = None
     reboot_required: bool | None = None
     log_tail: Message | None = None
     """Added to the contract: the installer's last output lines on failure."""
-    attempt: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    attempt: Annotated[int, Strict(), Field(ge=1, le=10_000)] | None = None
     """Added to the contract: the `attempt` of the job this report is about; a
     report for an earlier attempt (before a retry) is refused."""
 
@@ -172,7 +204,7 @@ class DownloadProgress(_Payload):
     device_id: PositiveId
     software_name: ShortText
     progress: Percent
-    attempt: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    attempt: Annotated[int, Strict(), Field(ge=1, le=10_000)] | None = None
 
 
 # --- server -> agent ---------------------------------------------------------
@@ -195,7 +227,7 @@ class InstallSoftware(_Payload):
     deployment_id: PositiveId
     device_id: PositiveId
     software_list: Annotated[list[SoftwareItem], Field(min_length=1, max_length=100)]
-    attempt: Annotated[int, Field(ge=1, le=10_000)] = 1
+    attempt: Annotated[int, Strict(), Field(ge=1, le=10_000)] = 1
     """Added to the contract: 1, then +1 each time the technician retries a failed
     target. An agent treats (deployment_id, attempt) as the job's identity: a re-sent
     job with the same attempt is not run twice, a higher attempt is a new run."""
@@ -215,6 +247,11 @@ class SoftwareDeploymentUpdate(_Payload):
     status: TargetStatus
     progress: float
     message: str | None = None
+    agent_status: AgentStatus | None = None
+    """Added to the contract: the agent's own status of its latest report
+    (downloading, installing, ...); None before the agent reported."""
+    hostname: str | None = None
+    """Added to the contract: the device's hostname, when the server knows it."""
 
 
 class DeviceUpdate(_Payload):
