@@ -124,7 +124,7 @@ def _admin(request: web.Request) -> DeployServer:
 
 # --- request bodies -----------------------------------------------------------
 
-Id = Annotated[int, Field(ge=1, le=2**53)]
+Id = protocol.PositiveId
 
 
 class _CreateDeployment(BaseModel):
@@ -132,16 +132,16 @@ class _CreateDeployment(BaseModel):
 
     software_ids: Annotated[list[Id], Field(min_length=1, max_length=100)]
     device_ids: Annotated[list[Id], Field(min_length=1, max_length=10_000)]
-    deployment_name: Annotated[str, StringConstraints(max_length=255)] | None = None
+    deployment_name: protocol.ShortText | None = None
 
 
 class _SoftwareForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)
+        protocol.ShortText, StringConstraints(strip_whitespace=True, min_length=1)
     ]
-    version: Annotated[str, StringConstraints(max_length=255)] = ""
+    version: protocol.ShortText = ""
     installer_type: protocol.InstallerType
     install_args: Annotated[str, StringConstraints(max_length=protocol.MAX_ARGS)] = ""
     timeout_s: Annotated[int, Field(ge=1, le=86_400)] = 3600

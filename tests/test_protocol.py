@@ -1,4 +1,4 @@
-"""The shared wire contract: statuses map as DESIGN.md says, bad payloads are refused."""
+"""The shared wire contract: statuses map as DESIGN.md says, bad payloads fail."""
 
 import pytest
 
@@ -82,3 +82,48 @@ def test_malformed_status_payloads_raise_payload_error(payload):
 def test_acknowledgements_have_the_documented_shape():
     assert p.ack_ok(room="pc-01") == {"ok": True, "room": "pc-01"}
     assert p.ack_error("nope") == {"ok": False, "error": "nope"}
+
+
+@pytest.mark.parametrize("bad_id", [True, "1", 1.0, "1; DROP TABLE"])
+def test_ids_must_be_json_integers(bad_id):
+    with pytest.raises(p.PayloadError):
+        p.parse_payload(
+            p.InstallationStatus,
+            {"deployment_id": bad_id, "device_id": 1, "status": "installing"},
+        )
+
+
+def test_progress_may_not_be_a_boolean():
+    with pytest.raises(p.PayloadError):
+        p.parse_payload(
+            p.DownloadProgress,
+            {
+                "deployment_id": 1,
+                "device_id": 1,
+                "software_name": "x",
+                "progress": True,
+            },
+        )
+
+
+def test_a_host_name_cannot_forge_a_second_log_line():
+    reg = p.parse_payload(
+        p.AgentRegister,
+        {"agent_id": "pc", "hostname": "PC\nINFO admin logged in", "platform": "linux"},
+    )
+    assert "\n" not in reg.hostname
+    assert reg.hostname == "PC INFO admin logged in"
+
+
+def test_nul_in_a_status_message_is_replaced_not_refused():
+    status = p.parse_payload(
+        p.InstallationStatus,
+        {
+            "deployment_id": 1,
+            "device_id": 1,
+            "status": "failed",
+            "message": "exit 4",
+            "log_tail": "line 1\n\x00\x00line 2",
+        },
+    )
+    assert status.log_tail == "line 1\n\ufffd\ufffdline 2"

@@ -126,6 +126,8 @@ async def test_create_deployment_returns_it_with_targets(
         ({"software_ids": [1], "device_ids": [1], "evil": True}, 400),
         ({"software_ids": [1], "device_ids": [424242]}, 404),
         ({"software_ids": [424242], "device_ids": [1]}, 404),
+        ({"software_ids": [1], "device_ids": [True]}, 400),
+        ({"software_ids": [1], "device_ids": ["1"]}, 400),
     ],
     ids=[
         "no-software",
@@ -136,6 +138,8 @@ async def test_create_deployment_returns_it_with_targets(
         "unknown-field",
         "unknown-device",
         "unknown-software",
+        "boolean-id",
+        "string-id",
     ],
 )
 async def test_bad_deployment_request_is_refused_and_stores_nothing(
@@ -212,3 +216,20 @@ async def test_retry_without_failures_is_409(api, server, package, agent_factory
 
     async with api.post(f"/api/deployments/{deployment['id']}/retry") as response:
         assert response.status == 409
+
+
+async def test_deployment_name_with_nul_and_newline_is_stored_on_one_line(
+    api, server, package, agent_factory
+):
+    agent = await agent_factory()
+    body = {
+        "software_ids": [package["id"]],
+        "device_ids": [agent.device_id],
+        "deployment_name": "Office\u0000\nINFO forged",
+    }
+
+    async with api.post("/api/deployments", json=body) as response:
+        created = await response.json()
+
+    assert response.status == 201, created
+    assert created["deployment_name"] == "Office  INFO forged"
