@@ -56,6 +56,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def demo_or_default_data_dir(demo: bool) -> Path:
+    """The data folder when none is given: a `demo` folder inside it for `--demo`,
+    so demo devices and deployments never mix with a site's real ones."""
+    return default_data_dir() / "demo" if demo else default_data_dir()
+
+
+def missing_display() -> str | None:
+    """Why no window can open here, or None: Linux with no X11/Wayland display and
+    no QT_QPA_PLATFORM chosen (Qt would abort with a misleading xcb message)."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "deploy-console: no display to open a window on (DISPLAY and WAYLAND_DISPLAY "
+        "are unset). Run it in a desktop session, under `xvfb-run -a deploy-console`, "
+        "or use `deploy-server` for a server without a window."
+    )
+
+
 def startup_error_text(exc: EnvironmentFault, config: ServerConfig) -> str:
     """A sentence a technician can act on, for an error raised by server.start()."""
     if isinstance(exc, PortInUseError):
@@ -94,6 +114,7 @@ def _configure_logging(level_name: str) -> None:
     handler.setLevel(level)
     root.addHandler(handler)
     root.setLevel(min(level, logging.INFO))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per step
 
 
 def _show_startup_error(text: str) -> None:
@@ -167,7 +188,7 @@ async def run_console(
     config = ServerConfig(
         host="0.0.0.0",
         port=options.port,
-        data_dir=options.data_dir or default_data_dir(),
+        data_dir=options.data_dir or demo_or_default_data_dir(options.demo),
     )
     agent_command = None
     if options.agent_cmd:
@@ -208,6 +229,10 @@ def main(
     options = parse_args(argv)
     if options.self_test:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    problem = missing_display()
+    if problem:
+        print(problem, file=sys.stderr)
+        return EXIT_STARTUP_ERROR
     _configure_logging(options.log_level)
     app = _application()
     errors: list[str] = []

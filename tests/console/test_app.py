@@ -82,3 +82,35 @@ def test_self_test_fails_with_1_when_the_agent_cannot_start():
 
     assert result.returncode == 1
     assert "FAILED: SelfTestFailed: the agent exited with code 3" in result.stdout
+
+
+def test_without_a_display_it_says_so_instead_of_aborting(tmp_path):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("only Linux decides about a display this way")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "console", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == EXIT_STARTUP_ERROR
+    assert "no display" in result.stderr
+    assert "xvfb-run" in result.stderr
+
+
+def test_demo_keeps_its_data_apart_from_the_sites_data():
+    from console.app import demo_or_default_data_dir
+    from server.config import default_data_dir
+
+    assert demo_or_default_data_dir(False) == default_data_dir()
+    assert demo_or_default_data_dir(True) == default_data_dir() / "demo"
