@@ -123,12 +123,20 @@ class PackageStore:
             raise _storage_error(exc, tmp) from exc
 
     def _place(self, tmp: Path, sha256: str) -> str:
+        """Move the just-hashed file into place, also over an existing copy.
+
+        The new file is known good (it was hashed on the way in); a stored copy
+        may have been damaged on disk since, so adding the same installer again
+        repairs the store. An agent mid-download keeps reading the old file (POSIX
+        rename semantics); where the old file is held open (Windows), it stays.
+        """
         final = self.root / sha256
-        if final.exists():
-            tmp.unlink()
-            log.debug("package %s already stored; reusing it", sha256)
-        else:
+        try:
             os.replace(tmp, final)
+        except PermissionError:
+            tmp.unlink()
+            log.warning("package %s is in use; kept the stored copy", sha256)
+        else:
             log.debug("package %s stored", sha256)
         return sha256
 

@@ -42,6 +42,20 @@ async def test_identical_installer_is_stored_once(server, tmp_path):
     assert [p.name for p in server.config.packages_dir.iterdir()] == [one["sha256"]]
 
 
+async def test_adding_an_installer_again_repairs_a_damaged_stored_copy(
+    server, tmp_path
+):
+    content = b"echo the real installer\n" * 100
+    installer = write_installer(tmp_path / "setup.sh", content)
+    first = await server.add_software(installer, name="A", installer_type="script")
+    stored = server.config.packages_dir / first["sha256"]
+    stored.write_bytes(b"damaged on disk")
+
+    await server.add_software(installer, name="A again", installer_type="script")
+
+    assert stored.read_bytes() == content
+
+
 async def test_add_software_reports_progress_up_to_done(server, tmp_path):
     installer = write_installer(tmp_path / "big.bin", os.urandom(3 * 1024 * 1024))
     fractions = []
