@@ -89,6 +89,9 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return _error(exc.status, exc.reason, headers=exc.headers)
     except asyncio.CancelledError:
         raise
+    except ConnectionError as exc:  # the client went away mid-request
+        log.info("%s %s abandoned by the client: %s", request.method, request.path, exc)
+        return _error(400, "the connection was closed before the request was read")
     except Exception:  # a bug: log it whole, answer without the traceback
         log.exception("%s %s failed", request.method, request.path)
         return _error(500, "internal server error")
@@ -162,6 +165,8 @@ async def _json_body(request: web.Request) -> Any:
         return await request.json()
     except ValueError as exc:
         raise InvalidRequestError("The request body is not valid JSON.") from exc
+    except RecursionError:
+        raise InvalidRequestError("The request body is nested too deeply.") from None
 
 
 def _deployment_id(request: web.Request) -> int:

@@ -233,3 +233,18 @@ async def test_deployment_name_with_nul_and_newline_is_stored_on_one_line(
 
     assert response.status == 201, created
     assert created["deployment_name"] == "Office  INFO forged"
+
+
+async def test_deeply_nested_json_is_400_not_500(api, server):
+    body = b"[" * 100_000 + b"]" * 100_000
+
+    async with api.post(
+        "/api/deployments",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    ) as response:
+        error = await response.json()
+
+    assert response.status == 400
+    assert "nested too deeply" in error["error"]
+    assert await server.list_deployments() == []
