@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
@@ -24,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from console.ui.tables import HeaderedTableModel
+
 _Index = QModelIndex | QPersistentModelIndex
 MAX_LINES = 5000
 _LEVEL_COLOURS = {
@@ -33,7 +34,7 @@ _LEVEL_COLOURS = {
 }
 
 
-class ActivityModel(QAbstractTableModel):
+class ActivityModel(HeaderedTableModel):
     """Log lines, newest first, at most `MAX_LINES` (the oldest drop off)."""
 
     headers = ["Time", "Level", "Message"]
@@ -42,24 +43,8 @@ class ActivityModel(QAbstractTableModel):
         super().__init__(parent)
         self._lines: list[tuple[str, int, str]] = []
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._lines)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else 3
-
-    def headerData(
-        self,
-        section: int,
-        orientation: Qt.Orientation,
-        role: int = Qt.ItemDataRole.DisplayRole,
-    ) -> Any:
-        if (
-            orientation is Qt.Orientation.Horizontal
-            and role == Qt.ItemDataRole.DisplayRole
-        ):
-            return self.headers[section]
-        return None
+    def row_total(self) -> int:
+        return len(self._lines)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

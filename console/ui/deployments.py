@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import (
@@ -33,57 +32,24 @@ from PySide6.QtWidgets import (
 from console.status import TargetState, deployment_text, describe
 from console.ui.devices import COALESCE_MS
 from console.ui.progress import PROGRESS_ROLE, ProgressDelegate
+from console.ui.tables import HeaderedTableModel, local_time
 
 log = logging.getLogger(__name__)
 
 _Index = QModelIndex | QPersistentModelIndex
 
 
-def _time(value: str | None, *, full: bool = False) -> str:
-    """Local time of an ISO timestamp; today's as "14:02:11", older with the date."""
-    if not value:
-        return ""
-    try:
-        stamp = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if stamp.tzinfo is not None:
-        stamp = stamp.astimezone()
-    if not full and stamp.date() == datetime.now().date():
-        return stamp.strftime("%H:%M:%S")
-    return stamp.strftime("%Y-%m-%d %H:%M")
-
-
-class _TableModel(QAbstractTableModel):
+class _TableModel(HeaderedTableModel):
     """Rows of dicts keyed by an id field; shared plumbing of the two models."""
 
-    headers: list[str] = []
-    header_tips: dict[int, str] = {}
     key = "id"
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._rows: list[dict[str, Any]] = []
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.headers)
-
-    def headerData(
-        self,
-        section: int,
-        orientation: Qt.Orientation,
-        role: int = Qt.ItemDataRole.DisplayRole,
-    ) -> Any:
-        if orientation is not Qt.Orientation.Horizontal:
-            return None
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self.headers[section]
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self.header_tips.get(section)
-        return None
+    def row_total(self) -> int:
+        return len(self._rows)
 
     def row_dict(self, row: int) -> dict[str, Any] | None:
         return self._rows[row] if 0 <= row < len(self._rows) else None
@@ -121,7 +87,7 @@ class DeploymentModel(_TableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return [
                 row.get("deployment_name") or f"Deployment {row['id']}",
-                _time(row.get("created_at")),
+                local_time(row.get("created_at")),
                 str(row.get("status", "")).replace("_", " "),
                 "",
                 str(counts.get("success", 0)),
@@ -254,8 +220,8 @@ class TargetModel(_TableModel):
                 row.get("message") or "",
                 "" if exit_code is None else str(exit_code),
                 "yes" if row.get("reboot_required") else "",
-                _time(row.get("started_at")),
-                _time(row.get("completed_at")),
+                local_time(row.get("started_at")),
+                local_time(row.get("completed_at")),
             ][column]
         if role == Qt.ItemDataRole.ToolTipRole and column == 3:
             return row.get("message") or None

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
@@ -23,6 +21,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidge
 
 from console.status import TargetState, describe
 from console.ui.progress import PROGRESS_ROLE, ProgressDelegate
+from console.ui.tables import HeaderedTableModel, local_time
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +56,7 @@ _DEVICE_FIELDS = ("agent_id", "hostname", "ip", "platform", "agent_version", "on
 _OFFLINE = QBrush(QColor("#9aa1a9"))
 
 
-def _short_time(value: str) -> str:
-    """ "2024-05-01T10:22:03+00:00" -> local "2024-05-01 12:22:03"."""
-    if not value:
-        return ""
-    try:
-        stamp = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if stamp.tzinfo is not None:
-        stamp = stamp.astimezone()
-    return stamp.strftime("%Y-%m-%d %H:%M:%S")
-
-
-class DeviceModel(QAbstractTableModel):
+class DeviceModel(HeaderedTableModel):
     """Every known device, one row each, keyed by device id.
 
     Updates are applied to the rows at once but announced in batches: a timer
@@ -83,6 +69,7 @@ class DeviceModel(QAbstractTableModel):
     """
 
     online_count_changed = Signal(int)
+    headers = _HEADERS
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -97,24 +84,8 @@ class DeviceModel(QAbstractTableModel):
 
     # --- Qt model interface --------------------------------------------------
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(_HEADERS)
-
-    def headerData(
-        self,
-        section: int,
-        orientation: Qt.Orientation,
-        role: int = Qt.ItemDataRole.DisplayRole,
-    ) -> Any:
-        if (
-            orientation is Qt.Orientation.Horizontal
-            and role == Qt.ItemDataRole.DisplayRole
-        ):
-            return _HEADERS[section]
-        return None
+    def row_total(self) -> int:
+        return len(self._rows)
 
     def flags(self, index: _Index) -> Qt.ItemFlag:
         base = super().flags(index)
@@ -153,7 +124,7 @@ class DeviceModel(QAbstractTableModel):
         if column == Column.STATE:
             return "online" if row.online else "offline"
         if column == Column.LAST_SEEN:
-            return _short_time(row.last_seen)
+            return local_time(row.last_seen, "%Y-%m-%d %H:%M:%S")
         if column == Column.PROGRESS:
             return describe(row.target, online=row.online)[0]
         return ""

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QMimeData,
     QModelIndex,
     QObject,
@@ -22,6 +20,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidge
 
 from console.packages import is_supported
 from console.ui.devices import SOFTWARE_MIME
+from console.ui.tables import HeaderedTableModel, local_time
 
 log = logging.getLogger(__name__)
 
@@ -39,44 +38,18 @@ def human_size(size: int) -> str:
     return f"{value:.1f} GB"  # pragma: no cover - the loop always returns
 
 
-def _added(value: str | None) -> str:
-    if not value:
-        return ""
-    try:
-        stamp = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if stamp.tzinfo is not None:
-        stamp = stamp.astimezone()
-    return stamp.strftime("%Y-%m-%d")
-
-
-class SoftwareModel(QAbstractTableModel):
+class SoftwareModel(HeaderedTableModel):
     """The packages in the library (rows as in GET /api/software). GUI thread only."""
+
+    headers = _HEADERS
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._rows: list[dict[str, Any]] = []
         self._row_of: dict[int, int] = {}
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(_HEADERS)
-
-    def headerData(
-        self,
-        section: int,
-        orientation: Qt.Orientation,
-        role: int = Qt.ItemDataRole.DisplayRole,
-    ) -> Any:
-        if (
-            orientation is Qt.Orientation.Horizontal
-            and role == Qt.ItemDataRole.DisplayRole
-        ):
-            return _HEADERS[section]
-        return None
+    def row_total(self) -> int:
+        return len(self._rows)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
@@ -88,7 +61,7 @@ class SoftwareModel(QAbstractTableModel):
                 row.get("version", ""),
                 row.get("installer_type", ""),
                 human_size(int(row.get("size") or 0)),
-                _added(row.get("added_at")),
+                local_time(row.get("added_at"), "%Y-%m-%d"),
             ][index.column()]
         if role == Qt.ItemDataRole.UserRole:
             return int(row["id"])
