@@ -49,6 +49,11 @@ class PackageServer:
         start = 0
         if request.http_range.start is not None:
             start = request.http_range.start
+        if start and start >= len(data):
+            # What aiohttp's FileResponse (the real server's) answers here.
+            raise web.HTTPRequestRangeNotSatisfiable(
+                headers={"Content-Range": f"bytes */{len(data)}"}
+            )
         body = data[start:]
         resp = web.StreamResponse(status=206 if start else 200)
         resp.content_length = len(body)
@@ -138,8 +143,11 @@ def package(
     timeout_s: int = 60,
     software_id: int = 1,
     sha256: str | None = None,
+    size: int | None = None,
     cut_halfway: bool = False,
 ) -> dict[str, Any]:
+    """A `software_list` item for `data`, served by `server`; `sha256` and `size`
+    override what the job claims (the server still serves `data`)."""
     sha = server.add(data, cut_halfway=cut_halfway)
     return {
         "software_id": software_id,
@@ -148,7 +156,7 @@ def package(
         "file_name": file_name,
         "url": f"/packages/{sha}",
         "sha256": sha256 or sha,
-        "size": len(data),
+        "size": len(data) if size is None else size,
         "installer_type": installer_type,
         "install_args": install_args,
         "timeout_s": timeout_s,

@@ -38,6 +38,7 @@ def agent_config(tmp_path: Path, package_server: PackageServer) -> AgentConfig:
         agent_id="agent-test",
         install_root=tmp_path / "install root ü",
         retry_1618_delays_s=(0.05, 0.05),
+        download_attempts=3,
         download_backoff_s=0.05,
     )
 
