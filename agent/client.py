@@ -8,6 +8,11 @@ is logged clearly and retried slowly.
 Reports leave through one ordered outbox, and only while registered. Final statuses
 are sent with an acknowledgement; one that was not acknowledged stays marked in the
 job file and is sent again after the next registration.
+
+Jobs left queued by an earlier run start only after a registration; when the
+server's answer lists the deployments still open for this device
+(`open_deployments`, added to the contract), queued jobs for any other deployment
+are dropped (see `JobRunner.on_registered`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ from protocol import (
 log = logging.getLogger(__name__)
 
 ACK_TIMEOUT_S = 15.0
+
+# Refusals of a final status that are expected, not faults: the technician cancelled
+# or retried the target while this report was on its way.
+# TODO(protocol): an error code in ack_error would be sturdier than matching text.
+_EXPECTED_REFUSALS = ("already finished", "earlier attempt")
 
 
 def backoff_delay(failures: int, *, base: float, cap: float) -> float:
@@ -152,6 +162,7 @@ class Agent:
         payload = await loop.run_in_executor(
             None, inventory, self.config.agent_id, host, self.config.hostname
         )
+        waiting = self.runner.queued_keys()
         try:
             ack = await self._sio.call(
                 AGENT_REGISTER, payload, timeout=self.config.register_timeout_s
@@ -173,6 +184,7 @@ class Agent:
         )
         self._registered = True
         self._drain_outbox()
+        self.runner.on_registered(_open_deployments(ack), waiting)
         for report, final in self.runner.pending_reports():
             self._outbox.put_nowait((SOFTWARE_INSTALLATION_STATUS, report, final))
         return True
@@ -250,13 +262,30 @@ class Agent:
                 if final:
                     ack = await self._sio.call(event, payload, timeout=ACK_TIMEOUT_S)
                     if isinstance(ack, dict) and ack.get("ok") is False:
-                        log.warning(
+                        error = str(ack.get("error"))
+                        expected = any(t in error.lower() for t in _EXPECTED_REFUSALS)
+                        log.log(
+                            logging.INFO if expected else logging.WARNING,
                             "server refused the status of deployment %s: %s",
                             payload.get("deployment_id"),
-                            ack.get("error"),
+                            error,
                         )
                     self.runner.mark_reported(payload)
                 else:
                     await self._sio.emit(event, payload)
             except (sio_errors.TimeoutError, sio_errors.SocketIOError) as exc:
                 log.debug("could not send %s now (%s); will resend", event, exc)
+
+
+def _open_deployments(ack: dict[str, Any]) -> set[int] | None:
+    """The registration answer's `open_deployments`, or None when it has none (an
+    older server) or it is not a list of deployment ids."""
+    value = ack.get("open_deployments")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        log.warning("ignored open_deployments in the registration answer: not ids")
+        return None
+    return set(value)

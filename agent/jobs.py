@@ -3,9 +3,11 @@
 Every job is kept in `state_dir/jobs.json` (written to a temporary file, then
 `os.replace`d), so the agent knows after a restart what it was doing:
 
-- a job still `queued` is queued again;
-- a job `running` in its download phase is resumed from that download (the `.part`
-  file is kept, nothing was run yet, so nothing is installed twice);
+- a job still `queued` is held until the agent's first successful registration
+  (`on_registered`): the technician may have cancelled it while the agent was off;
+- a job `running` in its download phase is held the same way, then resumed from
+  that download (the `.part` file is kept, nothing of that package was run yet, so
+  nothing is installed twice);
 - a job `running` in its install phase is reported `failed` with "agent restarted
   during installation; state unknown" (the installer may or may not have finished;
   running it again could install twice, and only the technician can judge);
@@ -21,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,9 @@ class JobRunner:
         self._cancel = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._held: list[str] = []
+        """Jobs from an earlier run, waiting for the first registration."""
+        self._registered_once = False
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -146,14 +151,15 @@ class JobRunner:
         self.store.load()
         for job in self.store.jobs.values():
             if job.state == QUEUED:
-                self._enqueue(job)
+                self._held.append(job.key)
             elif job.state == RUNNING and job.phase == PHASE_DOWNLOAD:
                 log.info(
-                    "resuming deployment %s after a restart (was downloading)",
+                    "deployment %s was downloading when the agent stopped; it goes "
+                    "on after the server confirms it is still open",
                     job.deployment_id,
                 )
                 job.state = QUEUED
-                self._enqueue(job)
+                self._held.append(job.key)
             elif job.state == RUNNING:
                 log.warning("deployment %s: %s", job.deployment_id, RESTARTED_MESSAGE)
                 job.failed += 1
@@ -192,6 +198,48 @@ class JobRunner:
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    def queued_keys(self) -> set[str]:
+        """The jobs waiting to start; take this before asking to register, and give
+        it to `on_registered`, so a job sent after the server's answer is kept."""
+        return {k for k, j in self.store.jobs.items() if j.state == QUEUED}
+
+    def on_registered(
+        self, open_deployments: Collection[int] | None, candidates: Collection[str]
+    ) -> None:
+        """The server accepted the registration: settle what waited for it.
+
+        With `open_deployments` (the deployments the server still considers open
+        for this device), every job among `candidates` that has not started and whose
+        deployment is not open is dropped silently: the server already knows how it
+        ended. Without it (an older server) nothing is dropped. Then the jobs held
+        since the agent started are queued.
+        """
+        if open_deployments is not None:
+            open_ids = set(open_deployments)
+            for key in candidates:
+                job = self.store.jobs.get(key)
+                if (
+                    job is None
+                    or job.state != QUEUED
+                    or key == self._current
+                    or job.deployment_id in open_ids
+                ):
+                    continue
+                del self.store.jobs[key]
+                log.info(
+                    "job for deployment %s dropped: no longer open on the server",
+                    job.deployment_id,
+                )
+            self.store.save()
+
+        if not self._registered_once:
+            self._registered_once = True
+            for key in self._held:
+                job = self.store.jobs.get(key)
+                if job is not None and job.state == QUEUED:
+                    self._enqueue(job)
+            self._held.clear()
 
     # --- inbound --------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 `PackageServer` is a real aiohttp handler on loopback that serves package files the
 way DESIGN.md says the Deploy Console server does (`/packages/<sha256>`, Bearer token,
 Range requests); it can also drop a connection halfway, like a flaky network.
+`StandInServer` adds a real Socket.IO server whose answers a test chooses.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import socketio
 from aiohttp import web
 
 from agent.config import AgentConfig
 from agent.jobs import JobRunner
-from protocol import InstallSoftware
+from protocol import (
+    AGENT_REGISTER,
+    INSTALL_SOFTWARE,
+    SOFTWARE_DOWNLOAD_PROGRESS,
+    SOFTWARE_INSTALLATION_STATUS,
+    InstallSoftware,
+)
 
 TOKEN = "test-enrollment-token"
 
@@ -264,3 +272,81 @@ async def wait_for_device(server: Any, agent_id: str, within: float = 60) -> dic
                 await changed.wait()
     finally:
         unsubscribe()
+
+
+class StandInServer:
+    """A real python-socketio server on aiohttp that stands in for the Deploy Console
+    server's gateway where a test must choose its answers: it accepts an agent,
+    answers `agent_register` with `register_ack` (plus the agent's id and room),
+    answers each final status with `final_ack`, records every status report, and
+    serves package files through a `PackageServer` on the same port."""
+
+    def __init__(self, packages: PackageServer) -> None:
+        self.packages = packages
+        self.url = ""
+        self.register_ack: dict[str, Any] = {"ok": True, "device_id": 1}
+        self.final_ack: dict[str, Any] = {"ok": True}
+        self.reports: list[dict[str, Any]] = []
+        self.registered = asyncio.Event()
+        self.agent_sid: str | None = None
+        self._changed = asyncio.Condition()
+        self.sio = socketio.AsyncServer(async_mode="aiohttp", logger=False)
+        self.sio.on("connect", self._on_connect)
+        self.sio.on(AGENT_REGISTER, self._on_agent_register)
+        self.sio.on(SOFTWARE_INSTALLATION_STATUS, self._on_status)
+        self.sio.on(SOFTWARE_DOWNLOAD_PROGRESS, self._on_progress)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        self.sio.attach(app)
+        app.router.add_get("/packages/{sha}", self.packages.handle)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.sio.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> bool:
+        return isinstance(auth, dict) and auth.get("token") == TOKEN
+
+    async def _on_agent_register(self, sid: str, data: dict) -> dict[str, Any]:
+        self.agent_sid = sid
+        await self.sio.enter_room(sid, data["agent_id"])
+        self.registered.set()
+        agent_id = data["agent_id"]
+        return {**self.register_ack, "agent_id": agent_id, "room": agent_id}
+
+    async def _on_status(self, sid: str, data: dict) -> dict[str, Any]:
+        async with self._changed:
+            self.reports.append(data)
+            self._changed.notify_all()
+        return self.final_ack
+
+    async def _on_progress(self, sid: str, data: dict) -> None:
+        pass
+
+    async def install(self, job: InstallSoftware) -> Any:
+        """Send `install_software` to the registered agent; returns its answer."""
+        payload = job.model_dump(mode="json")
+        return await self.sio.call(INSTALL_SOFTWARE, payload, to=self.agent_sid)
+
+    def of(self, deployment_id: int) -> list[dict[str, Any]]:
+        return [r for r in self.reports if r["deployment_id"] == deployment_id]
+
+    async def final(self, deployment_id: int, within: float = 30) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            done = ("completed", "failed")
+            return next(
+                (r for r in self.of(deployment_id) if r["status"] in done), None
+            )
+
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: final() is not None)
+        return final() or {}

@@ -328,6 +328,7 @@ async def test_killed_mid_download_resumes_the_download_after_restart(
 
     second = await start_runner(agent_config)
     try:
+        second.runner.on_registered([1], second.runner.queued_keys())
         final = await second.reports.final(1)
         assert final["status"] == "completed"
     finally:
@@ -348,3 +349,64 @@ async def test_job_sent_with_a_higher_attempt_runs_again(
 
     assert marker.read_text() == "run\nrun\n"
     assert job_runner.reports.finals(1)[1]["attempt"] == 2
+
+
+async def test_job_queued_before_a_restart_waits_for_the_first_registration(
+    agent_config: AgentConfig, package_server: PackageServer, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs"
+    first = await start_runner(agent_config)
+    first.runner.submit(order(1, package(package_server, marker_script(marker))))
+    await first.stop()  # stopped before the worker took it
+
+    second = await start_runner(agent_config)
+    try:
+        await second.runner.wait_idle()
+        assert not marker.exists()
+        assert second.runner.store.jobs[job_key(1, 1)].state == "queued"
+
+        second.runner.on_registered(None, second.runner.queued_keys())
+        final = await second.reports.final(1)
+        assert final["status"] == "completed"
+    finally:
+        await second.stop()
+
+
+async def test_queued_job_whose_deployment_is_no_longer_open_is_dropped(
+    job_runner: RunningAgent, package_server: PackageServer, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    blocker = f'#!/bin/sh\nwhile [ ! -e "{go}" ]; do sleep 0.05; done\n'.encode()
+    marker = tmp_path / "queued-ran"
+    job_runner.runner.submit(order(1, package(package_server, blocker)))
+    job_runner.runner.submit(order(2, package(package_server, marker_script(marker))))
+    await job_runner.reports.wait_for(
+        lambda r: any(s["status"] == "installing" for s in r.of(1))
+    )
+
+    job_runner.runner.on_registered([1], job_runner.runner.queued_keys())
+    go.touch()
+
+    assert (await job_runner.reports.final(1))["status"] == "completed"
+    await job_runner.runner.wait_idle()
+    assert not marker.exists()
+    assert job_runner.reports.finals(2) == []
+
+
+async def test_running_job_is_not_dropped_by_the_registration_answer(
+    job_runner: RunningAgent, package_server: PackageServer, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    marker = tmp_path / "runs"
+    body = f'while [ ! -e "{go}" ]; do sleep 0.05; done'
+    item = package(package_server, marker_script(marker, body))
+    job_runner.runner.submit(order(1, item))
+    await job_runner.reports.wait_for(
+        lambda r: any(s["status"] == "installing" for s in r.of(1))
+    )
+
+    job_runner.runner.on_registered([], job_runner.runner.queued_keys())
+    go.touch()
+
+    assert (await job_runner.reports.final(1))["status"] == "completed"
+    assert marker.read_text() == "run\n"
