@@ -215,3 +215,18 @@ async def test_resent_final_before_it_is_written_gets_the_same_answer(
         (agent.device_id, "success", 100.0)
     ]
     await agent.close()
+
+
+async def test_failed_target_is_logged_with_hostname_and_device_id(
+    server, package, agent_factory, caplog
+):
+    agent = await agent_factory(hostname="WS-HR-01")
+    deployment = await _deploy(server, package, [agent])
+    caplog.set_level(logging.INFO, logger="server")
+
+    await agent.report(deployment["id"], "failed", 80, exit_code=1603)
+
+    assert (
+        f"deployment {deployment['id']}: WS-HR-01 (device {agent.device_id}) "
+        "failed with exit code 1603"
+    ) in caplog.text
