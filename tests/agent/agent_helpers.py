@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from protocol import (
 )
 
 TOKEN = "test-enrollment-token"
+TERMINAL = ("success", "failed", "cancelled")
 
 
 @dataclass
@@ -232,8 +234,14 @@ class AgentProcess:
             await self._reader
 
 
-async def wait_for_target(server: Any, deployment_id: int, within: float = 60) -> dict:
-    """Wait until the deployment's first target is terminal; return that target."""
+async def wait_for_target(
+    server: Any,
+    deployment_id: int,
+    within: float = 60,
+    until: Callable[[dict], bool] | None = None,
+) -> dict:
+    """Wait until the deployment's first target is terminal (or satisfies `until`);
+    return that target."""
     changed = asyncio.Event()
 
     def on_event(event: str, payload: dict) -> None:
@@ -247,7 +255,9 @@ async def wait_for_target(server: Any, deployment_id: int, within: float = 60) -
                 changed.clear()
                 deployment = await server.get_deployment(deployment_id)
                 target = deployment["targets"][0]
-                if target["status"] in ("success", "failed", "cancelled"):
+                if until is not None and until(target):
+                    return target
+                if until is None and target["status"] in TERMINAL:
                     return target
                 await changed.wait()
     finally:

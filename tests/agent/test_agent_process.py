@@ -17,6 +17,7 @@ from tests.agent.agent_helpers import (
     wait_for_device,
     wait_for_target,
 )
+from tests.helpers import FakeAgent
 
 pytestmark = posix_only
 
@@ -239,3 +240,52 @@ def test_service_mode_off_windows_exits_with_a_clear_message(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "--service needs Windows" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_deployment_cancelled_while_the_agent_was_stopped_never_installs(
+    server, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    probe = FakeAgent(server.url, server.enrollment_token, "agent-probe")
+    await probe.connect()
+    ack = await probe.register()
+    await probe.close()
+    if "open_deployments" not in ack:
+        pytest.skip("TODO(server): registration answer has no open_deployments yet")
+    go = tmp_path / "go"
+    cancelled_ran = tmp_path / "cancelled-ran"
+    busy = tmp_path / "busy.sh"
+    busy.write_text(f'#!/bin/sh\nwhile [ ! -e "{go}" ]; do sleep 0.1; done\n')
+    queued = tmp_path / "queued.sh"
+    queued.write_text(f'#!/bin/sh\necho run > "{cancelled_ran}"\n')
+    later = tmp_path / "later.sh"
+    later.write_bytes(b"#!/bin/sh\nexit 0\n")
+    ids = []
+    for script in (busy, queued, later):
+        software = await server.add_software(
+            script, name=script.stem, version="1", installer_type="script"
+        )
+        ids.append(software["id"])
+    agent = await start_agent(server.url, server.enrollment_token)
+    device = await wait_for_device(server, "agent-proc-1")
+    try:
+        first = await server.create_deployment([ids[0]], [device["id"]])
+        await wait_for_target(
+            server, first["id"], until=lambda t: "installing" in (t["message"] or "")
+        )
+        second = await server.create_deployment([ids[1]], [device["id"]])
+        await wait_for_target(
+            server, second["id"], until=lambda t: "queued" in (t["message"] or "")
+        )
+        await agent.stop()  # SIGTERM while the second is queued on the device
+        await server.cancel_deployment(second["id"])
+
+        await start_agent(server.url, server.enrollment_token)
+        third = await server.create_deployment([ids[2]], [device["id"]])
+        target = await wait_for_target(server, third["id"])
+    finally:
+        go.touch()
+
+    assert target["status"] == "success"
+    assert not cancelled_ran.exists()
+    cancelled = await server.get_deployment(second["id"])
+    assert cancelled["targets"][0]["status"] == "cancelled"
