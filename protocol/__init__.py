@@ -210,6 +210,19 @@ class DownloadProgress(_Payload):
 # --- server -> agent ---------------------------------------------------------
 
 
+class RegistrationAnswer(_Payload):
+    """The acknowledgement of `agent_register` (also sent as `registration_success`)."""
+
+    ok: bool = True
+    agent_id: Ident
+    device_id: PositiveId
+    room: Ident
+    open_deployments: list[PositiveId] = []
+    """Added to the contract: the deployments with a pending or in-progress target
+    for this device, read when it registered. An agent drops a job it queued for any
+    other deployment without running it (it was cancelled or finished meanwhile)."""
+
+
 class SoftwareItem(_Payload):
     software_id: PositiveId
     name: ShortText
@@ -337,6 +350,7 @@ __all__ = [
     "JoinRoom",
     "PayloadError",
     "Platform",
+    "RegistrationAnswer",
     "SoftwareDeploymentUpdate",
     "SoftwareItem",
     "TargetStatus",

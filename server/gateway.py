@@ -175,7 +175,12 @@ class AgentGateway:
             sid,
         )
 
-        ack = ack_ok(agent_id=reg.agent_id, device_id=device["id"], room=reg.agent_id)
+        ack = protocol.RegistrationAnswer(
+            agent_id=reg.agent_id,
+            device_id=device["id"],
+            room=reg.agent_id,
+            open_deployments=[job.deployment_id for job in jobs],
+        ).model_dump()
         # The acknowledgement goes out when this handler returns; the task below
         # runs after that, so the agent hears "registered" before its jobs.
         if self.ingest is None or self.repository.jobs_epoch != epoch:

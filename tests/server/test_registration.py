@@ -18,8 +18,33 @@ async def test_register_answers_with_agent_device_and_room(server):
         "agent_id": "agent-a",
         "device_id": ack["device_id"],
         "room": "agent-a",
+        "open_deployments": [],
     }
     await agent.close()
+
+
+async def test_registration_answer_lists_only_the_deployments_still_open(
+    server, package, agent_factory
+):
+    agent = await agent_factory("agent-a")
+    ids = []
+    for _ in range(4):
+        deployment = await server.create_deployment([package["id"]], [agent.device_id])
+        await agent.next(protocol.INSTALL_SOFTWARE)
+        ids.append(deployment["id"])
+    finished, cancelled, running, waiting = ids
+    assert (await agent.report(finished, "completed", 100))["ok"] is True
+    assert (await agent.report(running, "installing", 50))["ok"] is True
+    await server.cancel_deployment(cancelled)
+    await agent.close()
+    await server.wait_idle()
+
+    again = FakeAgent(server.url, server.enrollment_token, "agent-a")
+    await again.connect()
+    ack = await again.register()
+
+    assert ack["open_deployments"] == [running, waiting]
+    await again.close()
 
 
 async def test_registration_success_follows_the_answer(agent_factory):
