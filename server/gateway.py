@@ -163,8 +163,7 @@ class AgentGateway:
         device, jobs = await self.repository.register_device(reg)
         old_sid = await self.registry.bind(sid, reg.agent_id)
         if old_sid is not None:
-            await self.sio.leave_room(old_sid, reg.agent_id)
-            log.info("agent %s replaced its connection %s", reg.agent_id, old_sid)
+            await self._close_replaced(reg.agent_id, old_sid)
         await self.sio.enter_room(sid, reg.agent_id)
         self._device_ids[reg.agent_id] = device["id"]
         log.info(
@@ -189,6 +188,26 @@ class AgentGateway:
             jobs = None
         self.spawn(self._after_register(sid, reg.agent_id, device, ack, jobs))
         return ack
+
+    async def _close_replaced(self, agent_id: str, old_sid: str) -> None:
+        """Close the connection `agent_id` was bound to before this registration.
+
+        The newest registration wins: the old connection no longer acts as that agent,
+        so it is closed rather than left connected and bound to nothing (its agent
+        would wait for jobs that never come). Its disconnect does not mark the device
+        offline: the registry no longer binds it to `agent_id`. On another server
+        process (scale-out) the disconnect is carried out there.
+
+        TODO(security): agents share one enrollment token, so any holder of it can take
+        over an agent id; give each device its own credential at enrollment.
+        """
+        log.warning(
+            "agent %s registered from a second connection; the older connection "
+            "[%s] was closed (two devices sharing one agent id?)",
+            agent_id,
+            old_sid,
+        )
+        await self.sio.disconnect(old_sid)
 
     async def _after_register(
         self, sid: str, agent_id: str, device: dict, ack: dict, jobs: list[Job] | None

@@ -1,10 +1,13 @@
 """Agents connect with the enrollment token, register, and land in their own room."""
 
+import asyncio
+import logging
+
 import pytest
 import socketio
 
 import protocol
-from tests.helpers import ConsoleClient, FakeAgent
+from tests.helpers import TIMEOUT, ConsoleClient, FakeAgent
 
 
 async def test_register_answers_with_agent_device_and_room(server):
@@ -102,30 +105,56 @@ async def test_reconnect_with_new_sid_gets_room_and_pending_jobs(
     ]
 
 
-async def test_old_connection_no_longer_acts_as_replaced_agent(
-    server, package, agent_factory
-):
+async def test_second_connection_of_an_agent_id_closes_the_first(agent_factory):
     old = await agent_factory("agent-a")
-    new = await agent_factory("agent-a")
-    deployment = await server.create_deployment([package["id"]], [new.device_id])
-    await new.next(protocol.INSTALL_SOFTWARE)
 
-    ack = await old.report(deployment["id"], "in_progress", 10, device_id=new.device_id)
-
-    assert ack["ok"] is False
-    target = (await server.get_deployment(deployment["id"]))["targets"][0]
-    assert target["status"] == "pending"
-
-
-async def test_old_connection_closing_keeps_device_online(server, agent_factory):
-    old = await agent_factory("agent-a")
     await agent_factory("agent-a")
 
-    await old.close()
+    async with asyncio.timeout(TIMEOUT):
+        await old.disconnected.wait()
+
+
+async def test_device_stays_online_when_its_older_connection_is_closed(
+    server, agent_factory
+):
+    old = await agent_factory("agent-a")
+    await agent_factory("agent-a")
+    async with asyncio.timeout(TIMEOUT):
+        await old.disconnected.wait()
+
     await server.wait_idle()
 
     [device] = await server.list_devices()
     assert device["online"] is True
+
+
+async def test_newest_connection_of_an_agent_id_gets_its_jobs(
+    server, package, agent_factory
+):
+    await agent_factory("agent-a")
+    new = await agent_factory("agent-a")
+
+    deployment = await server.create_deployment([package["id"]], [new.device_id])
+
+    job = await new.next(protocol.INSTALL_SOFTWARE)
+    assert job["deployment_id"] == deployment["id"]
+
+
+async def test_agent_id_takeover_is_logged_once_as_a_warning(agent_factory, caplog):
+    old_sid = (await agent_factory("agent-a")).sid
+    caplog.clear()
+
+    await agent_factory("agent-a")
+
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "agent-a" in r.getMessage()
+    ]
+    assert warnings == [
+        f"agent agent-a registered from a second connection; the older connection "
+        f"[{old_sid}] was closed (two devices sharing one agent id?)"
+    ]
 
 
 async def test_agent_may_join_its_own_room(agent_factory):
