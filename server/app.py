@@ -22,6 +22,7 @@ from server.http_api import setup_routes
 from server.packages import PackageStore, Progress
 from server.registry import AgentRegistry, InMemoryAgentRegistry, RedisAgentRegistry
 from server.repository import Change, Repository
+from server.sockets import CheckedPacket, LibraryLog
 from server.tokens import Tokens, load_tokens, new_token, store_enrollment_token
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,9 @@ class DeployServer:
                 async_mode="aiohttp",
                 client_manager=manager,
                 max_http_buffer_size=MAX_SOCKET_MESSAGE,
-                logger=False,
-                engineio_logger=False,
+                serializer=CheckedPacket,
+                logger=LibraryLog(),
+                engineio_logger=LibraryLog(),
             )
             self._gateway = AgentGateway(
                 self._sio,

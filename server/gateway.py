@@ -21,6 +21,7 @@ from server.errors import ServerError
 from server.ingest import StatusIngest
 from server.registry import AgentRegistry
 from server.repository import Change, Job, Report, Repository
+from server.sockets import MALFORMED
 from server.tokens import Tokens, tokens_match
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ Listener = Callable[[str, dict[str, Any]], None]
 
 STOP_GRACE_S = 10.0
 """At stop, how long handlers and background tasks in flight may take."""
+
+MAX_SHOWN_NAME = 60
+"""How much of an unknown event's name is logged and sent back."""
 
 AGENT = "agent"
 CONSOLE = "console"
@@ -69,19 +73,22 @@ class AgentGateway:
         self._handlers_idle.set()
         self._gone_at_stop: list[str] = []
 
+        sio.on("connect", self._counted("connect", self.on_connect))
+        sio.on("disconnect", self._counted("disconnect", self.on_disconnect))
         for event, handler in (
-            ("connect", self.on_connect),
-            ("disconnect", self.on_disconnect),
             (protocol.AGENT_REGISTER, self.on_agent_register),
             (protocol.JOIN_ROOM, self.on_join_room),
             (protocol.SOFTWARE_INSTALLATION_STATUS, self.on_installation_status),
             (protocol.SOFTWARE_DOWNLOAD_PROGRESS, self.on_download_progress),
+            (MALFORMED, self.on_malformed),
         ):
-            sio.on(event, self._counted(event, handler))
+            sio.on(event, self._counted(event, _one_payload(event, handler)))
+        sio.on("*", self._counted("*", self.on_unknown_event))
 
     def _counted(self, event: str, handler: Callable[..., Coroutine]) -> Callable:
         """`handler`, refused once the server is stopping, and counted while it
-        runs so that `stop` can wait for the ones in flight."""
+        runs so that `stop` can wait for the ones in flight. A failure of ours
+        is logged with its traceback and answered, never left to the library."""
 
         async def handle(*args: Any) -> Any:
             if self._closing and event != "disconnect":
@@ -89,12 +96,21 @@ class AgentGateway:
                     raise socketio.exceptions.ConnectionRefusedError(
                         "the server is stopping"
                     )
-                log.debug("%s from %s refused: stopping", event, args[0])
+                log.debug("%s refused: stopping", event)
                 return ack_error("the server is stopping; send it again later")
             self._running += 1
             self._handlers_idle.clear()
             try:
                 return await handler(*args)
+            except socketio.exceptions.ConnectionRefusedError:
+                raise
+            except Exception:
+                log.exception("handling %s failed", event)
+                if event == "connect":
+                    raise socketio.exceptions.ConnectionRefusedError(
+                        "the server failed; see its log"
+                    ) from None
+                return ack_error("the server failed to handle this; see its log")
             finally:
                 self._running -= 1
                 if not self._running:
@@ -143,6 +159,14 @@ class AgentGateway:
         log.info("agent %s disconnected [%s]: %s", agent_id, sid, reason)
         if device is not None:
             await self.publish(protocol.DEVICE_UPDATE, device)
+
+    # --- events nobody may send -------------------------------------------------
+
+    async def on_unknown_event(self, event: str, sid: str, *args: Any) -> dict:
+        return _refuse(sid, _shown(event), "unknown event")
+
+    async def on_malformed(self, sid: str, reason: Any) -> dict[str, Any]:
+        return _refuse(sid, "a malformed message", str(reason))
 
     # --- agent events ---------------------------------------------------------
 
@@ -423,6 +447,25 @@ class AgentGateway:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _one_payload(event: str, handler: Callable[..., Coroutine]) -> Callable:
+    """`handler(sid, data)` for an event that carries exactly one argument; sent
+    with none or several, the event is refused instead."""
+
+    async def handle(sid: str, *args: Any) -> Any:
+        if len(args) != 1:
+            return _refuse(
+                sid, event, f"expected one payload argument, got {len(args)}"
+            )
+        return await handler(sid, args[0])
+
+    return handle
+
+
+def _shown(event: str) -> str:
+    """A client's event name as it may appear in a log line or an answer."""
+    return repr(event[:MAX_SHOWN_NAME])
 
 
 def _refuse(sid: str, event: str, reason: str) -> dict[str, Any]:

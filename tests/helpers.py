@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import defaultdict
 from typing import Any
 
+import aiohttp
 import socketio
 
 import protocol
@@ -163,3 +165,67 @@ def write_installer(path, content: bytes = b"#!/bin/sh\necho installed\n"):
     """A small installer file on disk; returns its path."""
     path.write_bytes(content)
     return path
+
+
+class RawSocket:
+    """A client speaking Engine.IO over a websocket by hand, to send what no
+    well-behaved Socket.IO client would (broken JSON, `42[]`, reserved names)::
+
+        raw = RawSocket(server.url)
+        await raw.open()
+        await raw.join({"role": "agent", "token": token})   # "40{...}"
+        await raw.send('421["agent_register"]')
+        assert (await raw.ack(1)) == [{"ok": False, "error": ...}]
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sid: str | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def open(self) -> None:
+        self._http = aiohttp.ClientSession()
+        self._ws = await self._http.ws_connect(
+            f"{self.url}/socket.io/?EIO=4&transport=websocket"
+        )
+        opening = await self.receive()
+        assert opening.startswith("0"), opening
+
+    async def join(self, auth: Any) -> None:
+        """Connect to namespace "/" (Socket.IO CONNECT) and wait for the answer."""
+        await self.send("40" + json.dumps(auth))
+        answer = await self.receive()
+        assert answer.startswith("40"), answer
+        self.sid = json.loads(answer[2:])["sid"]
+
+    async def send(self, text: str) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(text)
+
+    async def receive(self) -> str:
+        """The next Engine.IO text message (pings are answered on the way)."""
+        assert self._ws is not None
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                message = await self._ws.receive()
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    raise ConnectionError(f"websocket ended: {message.type!r}")
+                if message.data == "2":
+                    await self.send("3")
+                    continue
+                return message.data
+
+    async def ack(self, ack_id: int) -> Any:
+        """The arguments of the acknowledgement with `ack_id` (Socket.IO ACK)."""
+        prefix = f"43{ack_id}"
+        while True:
+            text = await self.receive()
+            if text.startswith(prefix) and text[len(prefix) : len(prefix) + 1] == "[":
+                return json.loads(text[len(prefix) :])
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._http is not None:
+            await self._http.close()

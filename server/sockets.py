@@ -1,0 +1,81 @@
+"""Between python-socketio and the gateway: client packets checked, library logs short.
+
+A client can send anything. `CheckedPacket` turns an event the library could not
+dispatch (bad JSON, `[]`, a name that is not text) into the event `MALFORMED`
+carrying the reason, with the sender's acknowledgement id kept, so the gateway
+answers `{"ok": false, ...}` instead of the library raising. `LibraryLog` is the
+logger given to python-socketio and python-engineio: their chatter stays below DEBUG,
+and an error they hit on a client's garbage is one WARNING line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from socketio import packet
+
+log = logging.getLogger(__name__)
+
+MALFORMED = "\x00malformed"
+"""The event a malformed inbound event becomes; its one argument is the reason."""
+
+LIBRARY_DETAIL = 5
+"""The level of the libraries' own info and debug lines (below DEBUG: off unless
+someone asks for them; they include whole payloads)."""
+
+MAX_REASON = 200
+
+_EVENTS = (packet.EVENT, packet.BINARY_EVENT)
+
+
+class CheckedPacket(packet.Packet):
+    """The default JSON packet; inbound events the library cannot dispatch are
+    rewritten to `MALFORMED` (see the module docstring)."""
+
+    def decode(self, encoded_packet: Any) -> int:
+        try:
+            attachments = super().decode(encoded_packet)
+        except (ValueError, TypeError):
+            if self.packet_type not in _EVENTS:
+                raise
+            self._malformed("the message is not valid JSON")
+            return 0
+        if self.packet_type in _EVENTS and not _dispatchable(self.data):
+            self._malformed(
+                "an event must be a JSON array starting with the event name"
+            )
+            return 0
+        return attachments or 0
+
+    def _malformed(self, reason: str) -> None:
+        self.packet_type = packet.EVENT
+        self.data = [MALFORMED, reason]
+
+
+def _dispatchable(data: Any) -> bool:
+    return isinstance(data, list) and bool(data) and isinstance(data[0], str)
+
+
+class LibraryLog(logging.LoggerAdapter):
+    """What python-socketio and python-engineio log, through this module's logger."""
+
+    def __init__(self) -> None:
+        super().__init__(log, {})
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        exc_info = kwargs.pop("exc_info", None)
+        if exc_info:
+            exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+            if not args:
+                msg = str(msg).replace("%", "%%")
+            msg = f"{msg}: %s"
+            reason = f"{type(exc).__name__}: {exc}" if exc else "error"
+            args = (*args, reason[:MAX_REASON])
+        if level >= logging.ERROR or exc_info:
+            level = logging.WARNING
+        elif level < logging.WARNING:
+            level = LIBRARY_DETAIL
+        if self.isEnabledFor(level):
+            self.logger.log(level, msg, *args, **kwargs)

@@ -1,0 +1,107 @@
+"""Clients sending what the contract does not allow get an answer, not a traceback.
+
+Each odd message is answered `{"ok": false, "error": ...}` when it asks for an
+answer, is logged in one line, and the server keeps serving.
+"""
+
+import json
+import logging
+
+import pytest
+
+import protocol
+from tests.helpers import FakeAgent, RawSocket
+
+
+@pytest.fixture
+async def agent(server):
+    agent = FakeAgent(server.url, server.enrollment_token, "agent-a")
+    await agent.connect()
+    yield agent
+    await agent.close()
+
+
+@pytest.fixture
+async def raw(server):
+    raw = RawSocket(server.url)
+    await raw.open()
+    yield raw
+    await raw.close()
+
+
+def problems(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_event_without_a_payload_is_answered_with_an_error(agent):
+    ack = await agent.call(protocol.AGENT_REGISTER)
+
+    assert ack["ok"] is False
+    assert "one payload" in ack["error"]
+
+
+async def test_event_with_two_arguments_is_answered_with_an_error(agent):
+    registration = agent.registration()
+
+    ack = await agent.sio.call(
+        protocol.AGENT_REGISTER, (registration, registration), timeout=10
+    )
+
+    assert ack["ok"] is False
+    assert "one payload" in ack["error"]
+
+
+async def test_unknown_event_is_answered_with_an_error(agent):
+    ack = await agent.call("format_disk", {"drive": "C:"})
+
+    assert ack == {"ok": False, "error": "unknown event"}
+
+
+async def test_unknown_event_is_logged_in_one_line(agent, caplog):
+    await agent.call("format_disk", {"drive": "C:"})
+
+    [record] = problems(caplog)
+    assert "'format_disk'" in record.getMessage()
+    assert record.exc_info is None
+
+
+async def test_event_array_without_a_name_is_answered_with_an_error(server, raw):
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+
+    await raw.send("427[]")
+
+    [ack] = await raw.ack(7)
+    assert ack["ok"] is False
+    assert "event name" in ack["error"]
+
+
+async def test_broken_json_is_answered_with_an_error(server, raw):
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+
+    await raw.send('428["agent_register", {')
+
+    [ack] = await raw.ack(8)
+    assert ack == {"ok": False, "error": "the message is not valid JSON"}
+
+
+async def test_broken_json_before_connecting_is_one_line_without_traceback(
+    server, raw, caplog
+):
+    await raw.send('42["x"')
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+
+    [record] = problems(caplog)
+    assert record.exc_info is None
+    assert record.levelno == logging.WARNING
+
+
+async def test_server_keeps_serving_after_malformed_messages(server, raw):
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+    for garbage in ('42["x"', "42[]", "425", '42[7, "a"]'):
+        await raw.send(garbage)
+
+    registration = FakeAgent(server.url, None, "agent-a").registration()
+    await raw.send("429" + json.dumps([protocol.AGENT_REGISTER, registration]))
+
+    [ack] = await raw.ack(9)
+    assert ack["ok"] is True
