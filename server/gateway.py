@@ -73,8 +73,11 @@ class AgentGateway:
         self._handlers_idle.set()
         self._gone_at_stop: list[str] = []
 
-        sio.on("connect", self._counted("connect", self.on_connect))
-        sio.on("disconnect", self._counted("disconnect", self.on_disconnect))
+        for event, handler in (
+            ("connect", self.on_connect),
+            ("disconnect", self.on_disconnect),
+        ):
+            sio.on(event, self._counted(event, self._from_library(event, handler)))
         for event, handler in (
             (protocol.AGENT_REGISTER, self.on_agent_register),
             (protocol.JOIN_ROOM, self.on_join_room),
@@ -115,6 +118,19 @@ class AgentGateway:
                 self._running -= 1
                 if not self._running:
                     self._handlers_idle.set()
+
+        return handle
+
+    def _from_library(self, event: str, handler: Callable[..., Coroutine]) -> Callable:
+        """`handler` of "connect" or "disconnect", refused when a client sends an
+        event of that name itself: python-socketio would dispatch it here. While
+        the library connects or disconnects a client, it does not count it as
+        connected; a client's own event comes only from a connected one."""
+
+        async def handle(sid: str, *args: Any) -> Any:
+            if self.sio.manager.is_connected(sid, "/"):
+                return _refuse(sid, event, "a reserved event name")
+            return await handler(sid, *args)
 
         return handle
 

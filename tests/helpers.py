@@ -224,6 +224,15 @@ class RawSocket:
             if text.startswith(prefix) and text[len(prefix) : len(prefix) + 1] == "[":
                 return json.loads(text[len(prefix) :])
 
+    async def event(self, name: str) -> Any:
+        """The first argument of the next Socket.IO EVENT called `name`."""
+        while True:
+            text = await self.receive()
+            if text.startswith("42["):
+                event, *args = json.loads(text[2:])
+                if event == name:
+                    return args[0] if args else None
+
     async def close(self) -> None:
         if self._ws is not None:
             await self._ws.close()

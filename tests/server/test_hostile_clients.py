@@ -105,3 +105,44 @@ async def test_server_keeps_serving_after_malformed_messages(server, raw):
 
     [ack] = await raw.ack(9)
     assert ack["ok"] is True
+
+
+@pytest.mark.parametrize("event", ["disconnect", "connect"])
+async def test_client_sending_a_reserved_event_name_is_refused(server, raw, event):
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+
+    await raw.send(f'425["{event}", "spoofed"]')
+
+    [ack] = await raw.ack(5)
+    assert ack == {"ok": False, "error": "a reserved event name"}
+
+
+async def test_device_stays_online_when_its_agent_sends_disconnect(server, raw):
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+    registration = FakeAgent(server.url, None, "agent-a").registration()
+    await raw.send("421" + json.dumps([protocol.AGENT_REGISTER, registration]))
+    [registered] = await raw.ack(1)
+
+    await raw.send('422["disconnect"]')
+    await raw.ack(2)
+    await server.wait_idle()
+
+    [device] = await server.list_devices()
+    assert registered["ok"] is True
+    assert device["online"] is True
+
+
+async def test_agent_sending_disconnect_still_gets_its_jobs(server, raw, package):
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+    registration = FakeAgent(server.url, None, "agent-a").registration()
+    await raw.send("421" + json.dumps([protocol.AGENT_REGISTER, registration]))
+    [registered] = await raw.ack(1)
+    await raw.send('422["disconnect"]')
+    await raw.ack(2)
+
+    deployment = await server.create_deployment(
+        [package["id"]], [registered["device_id"]]
+    )
+
+    job = await raw.event(protocol.INSTALL_SOFTWARE)
+    assert job["deployment_id"] == deployment["id"]
