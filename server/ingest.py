@@ -41,6 +41,7 @@ from server.repository import (
     Repository,
     aggregate_status,
     log_finished,
+    outcome,
 )
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,12 @@ class StatusIngest:
         deployment.status = status
         deployment.completed_at = now
         self._dirty_deployments[deployment.id] = deployment
-        log.info("deployment %s %s: %s", deployment.id, status.value, deployment.counts)
+        log.info(
+            "deployment %s %s: %s",
+            deployment.id,
+            status.value,
+            outcome(deployment.counts),
+        )
 
     def _mark(self, deployment: DeploymentState, target: TargetState) -> None:
         self._dirty[(target.deployment_id, target.device_id)] = target

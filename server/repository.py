@@ -530,7 +530,9 @@ class Repository:
                 deployment.completed_at = None
             else:
                 deployment.completed_at = utcnow()
-                log.info("deployment %s %s: %s", deployment.id, status.value, counts)
+                log.info(
+                    "deployment %s %s: %s", deployment.id, status.value, outcome(counts)
+                )
 
         rounded = int(progress)
         if not changed and self._last_progress.get(deployment.id) == rounded:
@@ -583,6 +585,16 @@ def aggregate_status(counts: dict[str, int]) -> DeploymentStatus:
     if counts["failed"]:
         return DeploymentStatus.FAILED
     return DeploymentStatus.COMPLETED
+
+
+def outcome(counts: dict[str, int]) -> str:
+    """A deployment's counts as a technician reads them in the activity log."""
+    total = counts.get("total", sum(counts[s.value] for s in TargetStatus))
+    return (
+        f"{counts[TargetStatus.SUCCESS.value]} succeeded, "
+        f"{counts[TargetStatus.FAILED.value]} failed, "
+        f"{counts[TargetStatus.CANCELLED.value]} cancelled of {total}"
+    )
 
 
 async def _download_share(session: AsyncSession, report: Report) -> float:

@@ -1,5 +1,7 @@
 """Deployments reach their agents, and every status an agent reports is recorded."""
 
+import logging
+
 import pytest
 
 import protocol
@@ -435,3 +437,42 @@ async def test_new_deployment_answers_with_every_target_pending_by_hostname(
     for agent in (first, second):
         job = await agent.next(protocol.INSTALL_SOFTWARE)
         assert job["deployment_id"] == deployment["id"]
+
+
+async def test_finished_deployment_is_logged_with_readable_counts(
+    server, package, agent_factory, caplog
+):
+    caplog.set_level(logging.INFO, logger="server")
+    agents = [await agent_factory() for _ in range(3)]
+    deployment = await server.create_deployment(
+        [package["id"]], [a.device_id for a in agents]
+    )
+    for agent in agents:
+        await agent.next(protocol.INSTALL_SOFTWARE)
+        await agent.report(deployment["id"], "completed", 100)
+    await server.wait_idle()
+
+    finished = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith(f"deployment {deployment['id']} completed")
+    ]
+    assert finished == [
+        f"deployment {deployment['id']} completed: "
+        "3 succeeded, 0 failed, 0 cancelled of 3"
+    ]
+
+
+async def test_cancelled_deployment_is_logged_with_readable_counts(
+    server, package, agent_factory, caplog
+):
+    caplog.set_level(logging.INFO, logger="server")
+    agent = await agent_factory()
+    deployment = await server.create_deployment([package["id"]], [agent.device_id])
+
+    await server.cancel_deployment(deployment["id"])
+
+    assert (
+        f"deployment {deployment['id']} cancelled: "
+        "0 succeeded, 0 failed, 1 cancelled of 1"
+    ) in [r.getMessage() for r in caplog.records]
