@@ -1,4 +1,4 @@
-"""`ServerBridge`: the embedded server's listener events as Qt signals."""
+"""`ServerBridge`: the embedded server's listener events as batched Qt signals."""
 
 from __future__ import annotations
 
@@ -6,49 +6,97 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from protocol import DEPLOYMENT_UPDATE, DEVICE_UPDATE, SOFTWARE_DEPLOYMENT_UPDATE
 
 log = logging.getLogger(__name__)
 
+BATCH_MS = 100
+"""How long events are gathered before the window hears of them."""
+
+_KEYS: dict[str, Callable[[dict[str, Any]], tuple]] = {
+    DEVICE_UPDATE: lambda p: (p["device_id"],),
+    SOFTWARE_DEPLOYMENT_UPDATE: lambda p: (p["deployment_id"], p["device_id"]),
+    DEPLOYMENT_UPDATE: lambda p: (p["deployment_id"],),
+}
+
+
+def _newer(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`new`, keeping what `old` said about fields `new` leaves empty (a message,
+    an agent status), as the models would have kept it had both been applied."""
+    merged = dict(old)
+    merged.update((k, v) for k, v in new.items() if v is not None and v != "")
+    return merged
+
 
 class ServerBridge(QObject):
-    """Turns `server.add_listener` callbacks into Qt signals for the window.
+    """Turns `server.add_listener` callbacks into a few Qt signals per tick.
 
-    The server calls the listener on the asyncio loop, which is the Qt loop, so the
-    signals are emitted directly (no thread hop). Payload shapes: DESIGN.md.
+    The server calls the listener on the asyncio loop, which is the Qt loop. With
+    thousands of devices reporting twice a second, one signal per event would
+    keep the loop busy with Python slot calls; so events are gathered for
+    `BATCH_MS` and delivered as one list per kind, holding the latest payload per
+    device, target and deployment (earlier ones are superseded). Lists go out in
+    the order devices, targets, deployments, so a target's device row exists
+    first. Payload shapes: DESIGN.md.
 
     Signals:
-        device_changed(dict): a `device_update` payload.
-        target_changed(dict): a `software_deployment_update` payload.
-        deployment_changed(dict): a `deployment_update` payload.
+        devices_changed(list): `device_update` payloads, one per device.
+        targets_changed(list): `software_deployment_update` payloads, one per
+            (deployment, device).
+        deployments_changed(list): `deployment_update` payloads, one per deployment.
     """
 
-    device_changed = Signal(object)
-    target_changed = Signal(object)
-    deployment_changed = Signal(object)
+    devices_changed = Signal(list)
+    targets_changed = Signal(list)
+    deployments_changed = Signal(list)
 
     def __init__(self, server: Any, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._signals = {
-            DEVICE_UPDATE: self.device_changed,
-            SOFTWARE_DEPLOYMENT_UPDATE: self.target_changed,
-            DEPLOYMENT_UPDATE: self.deployment_changed,
+            DEVICE_UPDATE: self.devices_changed,
+            SOFTWARE_DEPLOYMENT_UPDATE: self.targets_changed,
+            DEPLOYMENT_UPDATE: self.deployments_changed,
         }
+        self._pending: dict[str, dict[tuple, dict[str, Any]]] = {
+            event: {} for event in self._signals
+        }
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(BATCH_MS)
+        self._timer.timeout.connect(self.flush)
         self._unsubscribe: Callable[[], Any] | None = server.add_listener(
             self._on_server_event
         )
 
     def _on_server_event(self, event: str, payload: dict[str, Any]) -> None:
-        signal = self._signals.get(event)
-        if signal is None:
+        pending = self._pending.get(event)
+        if pending is None:
             log.debug("ignoring server event %s", event)
             return
-        signal.emit(dict(payload))
+        key = _KEYS[event](payload)
+        old = pending.get(key)
+        pending[key] = _newer(old, payload) if old else dict(payload)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def flush(self) -> None:
+        """Deliver everything gathered so far (normally on the timer)."""
+        self._timer.stop()
+        for event, signal in self._signals.items():
+            pending = self._pending[event]
+            if pending:
+                self._pending[event] = {}
+                signal.emit(list(pending.values()))
 
     def detach(self) -> None:
-        """Stop listening; call before the server is stopped or replaced."""
+        """Stop listening; call before the server is stopped or replaced.
+
+        Events not delivered yet are dropped: they belong to that server."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._timer.stop()
+        for pending in self._pending.values():
+            pending.clear()

@@ -169,7 +169,7 @@ async def run_self_test(options: argparse.Namespace) -> int:
                 raise SelfTestFailed(f"the package did not write {marker}")
             _step("installed file found ... ok")
 
-            session.window.devices.flush()
+            session.window.flush_updates()
             row = session.window.devices.device(int(device["device_id"]))
             if row is None or row.target is None or row.target.status != "success":
                 raise SelfTestFailed("the window's device row does not show success")

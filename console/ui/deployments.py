@@ -123,6 +123,10 @@ class DeploymentModel(_TableModel):
         self._changed(position)
         return True
 
+    def apply_updates(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply a batch of `deployment_update`s; returns those not listed here."""
+        return [payload for payload in payloads if not self.apply_update(payload)]
+
 
 class TargetModel(_TableModel):
     """The targets of one deployment (rows of `deployment["targets"]`)."""
@@ -184,6 +188,35 @@ class TargetModel(_TableModel):
             if start is not None:
                 self.dataChanged.emit(self.index(start, 0), self.index(previous, last))
             start = previous = row
+
+    def apply_updates(self, payloads: list[dict[str, Any]]) -> None:
+        """Apply a batch of `software_deployment_update`s and announce the changed
+        rows before returning (one `dataChanged` per contiguous run)."""
+        for payload in payloads:
+            self.apply_update(payload)
+        self.flush()
+
+    def refresh(self, deployment: dict[str, Any]) -> None:
+        """Take the stored targets of the shown deployment (exit codes, log tails)
+        in place: changed rows are announced, new ones inserted, never a reset."""
+        if deployment is None or int(deployment["id"]) != self.deployment_id:
+            return
+        added = []
+        for target in deployment.get("targets", []):
+            position = self._row_of.get(int(target["device_id"]))
+            if position is None:
+                added.append(dict(target))
+            elif self._rows[position] != target:
+                self._rows[position] = dict(target)
+                self._dirty.add(position)
+        if added:
+            first = len(self._rows)
+            self.beginInsertRows(QModelIndex(), first, first + len(added) - 1)
+            for position, row in enumerate(added, first):
+                self._rows.append(row)
+                self._row_of[int(row["device_id"])] = position
+            self.endInsertRows()
+        self.flush()
 
     def apply_update(self, payload: dict[str, Any]) -> None:
         """Apply a `software_deployment_update` for the shown deployment."""
@@ -332,13 +365,21 @@ class DeploymentsPanel(QWidget):
         self.log_tail.clear()
         self._update_buttons()
 
-    def on_deployment_changed(self, payload: dict[str, Any]) -> None:
-        self.deployments.apply_update(payload)
-        if int(payload["deployment_id"]) == self.targets.deployment_id:
+    def on_deployments_changed(self, payloads: list[dict[str, Any]]) -> list[dict]:
+        """Apply a batch of `deployment_update`s; returns those not listed yet."""
+        unknown = self.deployments.apply_updates(payloads)
+        shown = self.targets.deployment_id
+        if any(int(p["deployment_id"]) == shown for p in payloads):
             self._update_buttons()
+        return unknown
 
-    def on_target_changed(self, payload: dict[str, Any]) -> None:
-        self.targets.apply_update(payload)
+    def on_targets_changed(self, payloads: list[dict[str, Any]]) -> None:
+        self.targets.apply_updates(payloads)
+
+    def refresh_targets(self, deployment: dict[str, Any]) -> None:
+        """The shown deployment as stored now, taken in place (selection kept)."""
+        self.targets.refresh(deployment)
+        self._on_target_changed(self.target_view.currentIndex(), QModelIndex())
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():
@@ -353,7 +394,8 @@ class DeploymentsPanel(QWidget):
         text = row.get("log_tail") or ""
         if not text and row.get("status") == "failed":
             text = row.get("message") or ""
-        self.log_tail.setPlainText(text)
+        if text != self.log_tail.toPlainText():  # a refresh keeps the scroll place
+            self.log_tail.setPlainText(text)
 
     def _on_retry_clicked(self) -> None:
         if self.targets.deployment_id is not None:

@@ -133,27 +133,58 @@ class DeviceModel(HeaderedTableModel):
 
     def set_devices(self, devices: list[dict[str, Any]]) -> None:
         """Load the initial list (rows as in GET /api/devices); appends new ones."""
-        for device in devices:
-            self.apply_device({"device_id": device["id"], **device})
+        self.apply_devices([{"device_id": row["id"], **row} for row in devices])
+
+    def apply_devices(self, payloads: list[dict[str, Any]]) -> None:
+        """Apply a batch of `device_update` payloads in one pass.
+
+        New devices arrive as one block of inserted rows, changed cells as one
+        `dataChanged` per contiguous run, both before this returns.
+        """
+        added: list[DeviceRow] = []
+        pending: dict[int, int] = {}
+        for payload in payloads:
+            device_id = int(payload["device_id"])
+            if device_id in self._row_of:
+                self.apply_device(payload)
+            elif device_id in pending:
+                position = pending[device_id]
+                added[position] = self._row_from(added[position], payload)
+            else:
+                pending[device_id] = len(added)
+                added.append(self._row_from(DeviceRow(device_id=device_id), payload))
+        self._append(added)
+        self.flush()
 
     def apply_device(self, payload: dict[str, Any]) -> None:
         """Apply a `device_update` payload (or a device row with `device_id`)."""
         device_id = int(payload["device_id"])
-        fields = {k: payload[k] for k in _DEVICE_FIELDS if payload.get(k) is not None}
-        fields["online"] = bool(payload.get("online", False))
-        fields["last_seen"] = payload.get("last_seen") or ""
         row_index = self._row_of.get(device_id)
         if row_index is None:
-            self._append(DeviceRow(device_id=device_id, **fields))
+            self._append([self._row_from(DeviceRow(device_id=device_id), payload)])
             return
         old = self._rows[row_index]
-        new = replace(old, **fields)
+        new = self._row_from(old, payload)
         if new == old:
             return
         self._rows[row_index] = new
         self._mark(row_index, Column.HOSTNAME, Column.PROGRESS)
         if new.online != old.online:
             self._set_online(self._online + (1 if new.online else -1))
+
+    @staticmethod
+    def _row_from(row: DeviceRow, payload: dict[str, Any]) -> DeviceRow:
+        fields = {k: payload[k] for k in _DEVICE_FIELDS if payload.get(k) is not None}
+        fields["online"] = bool(payload.get("online", False))
+        fields["last_seen"] = payload.get("last_seen") or ""
+        return replace(row, **fields)
+
+    def apply_targets(self, payloads: list[dict[str, Any]]) -> None:
+        """Apply a batch of `software_deployment_update` payloads in one pass and
+        announce the changed progress cells before returning."""
+        for payload in payloads:
+            self.apply_target(payload)
+        self.flush()
 
     def apply_target(self, payload: dict[str, Any]) -> None:
         """Apply a `software_deployment_update`: the device's progress cell moves.
@@ -170,6 +201,8 @@ class DeviceModel(HeaderedTableModel):
         if old.target is not None and update.deployment_id < old.target.deployment_id:
             return
         target = old.target.merged(update) if old.target else update
+        if target == old.target:
+            return
         self._rows[row_index] = replace(old, target=target)
         self._mark(row_index, Column.PROGRESS, Column.PROGRESS)
 
@@ -203,14 +236,18 @@ class DeviceModel(HeaderedTableModel):
         if not self._flush_timer.isActive():
             self._flush_timer.start()
 
-    def _append(self, row: DeviceRow) -> None:
-        position = len(self._rows)
-        self.beginInsertRows(QModelIndex(), position, position)
-        self._rows.append(row)
-        self._row_of[row.device_id] = position
+    def _append(self, rows: list[DeviceRow]) -> None:
+        if not rows:
+            return
+        first = len(self._rows)
+        self.beginInsertRows(QModelIndex(), first, first + len(rows) - 1)
+        for position, row in enumerate(rows, first):
+            self._rows.append(row)
+            self._row_of[row.device_id] = position
         self.endInsertRows()
-        if row.online:
-            self._set_online(self._online + 1)
+        online = sum(1 for row in rows if row.online)
+        if online:
+            self._set_online(self._online + online)
 
     def _set_online(self, count: int) -> None:
         self._online = count

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtCore import QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
@@ -55,6 +55,9 @@ ACTIVITY_LOGGERS = ("server", "console")
 """Logger trees whose INFO lines appear in the activity dock."""
 
 HISTORY_DEPLOYMENTS = 50
+REFRESH_MS = 500
+"""At most one re-read of the shown deployment per this many ms while its
+targets finish (the updates carry no exit code, reboot flag or log tail)."""
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -106,6 +109,13 @@ class MainWindow(QMainWindow):
         self.bridge: ServerBridge | None = None
         self.tasks = TaskKeeper(self.show_error)
         self._host_label = ""
+        self._fetching: set[int] = set()
+        self._refreshing = False
+        self._refresh_again = False
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(REFRESH_MS)
+        self._refresh_timer.timeout.connect(self._on_refresh_timer)
 
         self.devices = DeviceModel(self)
         self.device_filter = DeviceFilter(self)
@@ -235,9 +245,9 @@ class MainWindow(QMainWindow):
         self.detach()
         self.server = server
         self.bridge = ServerBridge(server, self)
-        self.bridge.device_changed.connect(self.on_device_changed)
-        self.bridge.target_changed.connect(self.on_target_changed)
-        self.bridge.deployment_changed.connect(self.on_deployment_changed)
+        self.bridge.devices_changed.connect(self.devices.apply_devices)
+        self.bridge.targets_changed.connect(self.on_targets_changed)
+        self.bridge.deployments_changed.connect(self.on_deployments_changed)
         host = server.config.host
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
@@ -252,6 +262,7 @@ class MainWindow(QMainWindow):
             self.bridge.detach()
             self.bridge.deleteLater()
             self.bridge = None
+        self._refresh_timer.stop()
         self.server = None
         self.listening_label.setText("Server stopped")
 
@@ -266,8 +277,15 @@ class MainWindow(QMainWindow):
         # The device rows show their latest target: replay recent deployments.
         for deployment in reversed(deployments[:HISTORY_DEPLOYMENTS]):
             full = await server.get_deployment(int(deployment["id"]))
-            for target in full.get("targets", []):
-                self.devices.apply_target({"deployment_id": full["id"], **target})
+            self.devices.apply_targets(
+                [{"deployment_id": full["id"], **t} for t in full.get("targets", [])]
+            )
+
+    def flush_updates(self) -> None:
+        """Apply the server events gathered for the next tick now (self-test)."""
+        if self.bridge is not None:
+            self.bridge.flush()
+        self.devices.flush()
 
     def _update_listening(self, *_args: object) -> None:
         if self.server is None:
@@ -287,38 +305,54 @@ class MainWindow(QMainWindow):
 
     # --- live events ---------------------------------------------------------
 
-    def on_device_changed(self, payload: dict[str, Any]) -> None:
-        self.devices.apply_device(payload)
-
-    def on_target_changed(self, payload: dict[str, Any]) -> None:
-        self.devices.apply_target(payload)
-        self.deployments_panel.on_target_changed(payload)
+    def on_targets_changed(self, payloads: list[dict[str, Any]]) -> None:
+        """A batch of `software_deployment_update`s (one per target) from the bridge."""
+        self.devices.apply_targets(payloads)
+        self.deployments_panel.on_targets_changed(payloads)
         shown = self.deployments_panel.targets.deployment_id
-        terminal = TargetStatus(payload["status"]).terminal
-        if terminal and int(payload["deployment_id"]) == shown:
-            # Exit code, reboot flag and log tail live on the stored target.
-            self.tasks.spawn(self._refresh_shown(shown), "refreshing the deployment")
+        if any(
+            int(p["deployment_id"]) == shown and TargetStatus(p["status"]).terminal
+            for p in payloads
+        ):
+            # Exit code, reboot flag and log tail live on the stored target: read
+            # them again, once for many finished targets.
+            self._refresh_timer.start()
 
-    def on_deployment_changed(self, payload: dict[str, Any]) -> None:
-        if not self.deployments_panel.deployments.apply_update(payload):
+    def on_deployments_changed(self, payloads: list[dict[str, Any]]) -> None:
+        """A batch of `deployment_update`s (one per deployment) from the bridge."""
+        for payload in self.deployments_panel.on_deployments_changed(payloads):
             deployment_id = int(payload["deployment_id"])
-            self.tasks.spawn(
-                self._fetch_deployment(deployment_id), "loading a deployment"
-            )
-            return
-        self.deployments_panel.on_deployment_changed(payload)
+            if deployment_id not in self._fetching:
+                self._fetching.add(deployment_id)
+                self.tasks.spawn(
+                    self._fetch_deployment(deployment_id), "loading a deployment"
+                )
 
     async def _fetch_deployment(self, deployment_id: int) -> None:
-        deployment = await self.server.get_deployment(deployment_id)
+        try:
+            deployment = await self.server.get_deployment(deployment_id)
+        finally:
+            self._fetching.discard(deployment_id)
         self.deployments_panel.deployments.upsert(deployment)
 
+    def _on_refresh_timer(self) -> None:
+        if self._refreshing:
+            self._refresh_again = True
+            return
+        shown = self.deployments_panel.targets.deployment_id
+        if shown is not None and self.server is not None:
+            self.tasks.spawn(self._refresh_shown(shown), "refreshing the deployment")
+
     async def _refresh_shown(self, deployment_id: int) -> None:
-        deployment = await self.server.get_deployment(deployment_id)
-        if self.deployments_panel.targets.deployment_id == deployment_id:
-            current = self.deployments_panel.target_view.currentIndex()
-            self.deployments_panel.show_deployment(deployment)
-            if current.isValid():
-                self.deployments_panel.target_view.selectRow(current.row())
+        self._refreshing = True
+        try:
+            deployment = await self.server.get_deployment(deployment_id)
+            self.deployments_panel.refresh_targets(deployment)
+        finally:
+            self._refreshing = False
+            if self._refresh_again:
+                self._refresh_again = False
+                self._refresh_timer.start()
 
     # --- deploying -----------------------------------------------------------
 
@@ -373,8 +407,12 @@ class MainWindow(QMainWindow):
     def show_deployment(self, deployment: dict[str, Any]) -> None:
         """List `deployment` (with targets) and select it in the panel."""
         self.deployments_panel.deployments.upsert(deployment)
-        for target in deployment.get("targets", []):
-            self.devices.apply_target({"deployment_id": deployment["id"], **target})
+        self.devices.apply_targets(
+            [
+                {"deployment_id": deployment["id"], **target}
+                for target in deployment.get("targets", [])
+            ]
+        )
         self.deployments_panel.select(int(deployment["id"]))
         self.deployments_panel.show_deployment(deployment)
 

@@ -407,7 +407,7 @@ async def test_failed_target_shows_its_installer_log_tail(session, agents, tmp_p
     await agent.report(deployment["id"], "failed", 60, exit_code=1603, log_tail=tail)
     await until(
         lambda: (panel.targets.row_dict(0) or {}).get("log_tail") == tail,
-        panel.targets.modelReset,
+        panel.targets.dataChanged,
     )
     panel.target_view.selectRow(0)
 
