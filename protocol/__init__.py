@@ -290,9 +290,20 @@ def ack_ok(**fields: Any) -> dict[str, Any]:
     return {"ok": True, **fields}
 
 
-def ack_error(error: str) -> dict[str, Any]:
-    """A refusal: `{"ok": false, "error": "..."}`; nothing was changed."""
-    return {"ok": False, "error": error}
+TARGET_FINISHED = "target_finished"
+"""Refusal code: a report about a target that has already finished."""
+STALE_ATTEMPT = "stale_attempt"
+"""Refusal code: a report about an earlier attempt of a target (before a retry)."""
+
+
+def ack_error(error: str, code: str | None = None) -> dict[str, Any]:
+    """A refusal: `{"ok": false, "error": "..."}`; nothing was changed.
+
+    Added to the contract: `code` (`TARGET_FINISHED`, `STALE_ATTEMPT`) for the
+    refusals a client is expected to act on; the text stays for people."""
+    if code is None:
+        return {"ok": False, "error": error}
+    return {"ok": False, "error": error, "code": code}
 
 
 class PayloadError(ValueError):
@@ -337,6 +348,8 @@ __all__ = [
     "SOFTWARE_DEPLOYMENT_UPDATE",
     "SOFTWARE_DOWNLOAD_PROGRESS",
     "SOFTWARE_INSTALLATION_STATUS",
+    "STALE_ATTEMPT",
+    "TARGET_FINISHED",
     "AgentRegister",
     "AgentStatus",
     "CancelDeployment",

@@ -2,7 +2,15 @@
 
 
 class ServerError(Exception):
-    """Base of every error the server reports to a person; `str()` is the message."""
+    """Base of every error the server reports to a person; `str()` is the message.
+
+    `code`, when set, is one of the `protocol` refusal codes: a client tells such
+    a refusal apart by it rather than by the message's words.
+    """
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class EnvironmentFault(ServerError):

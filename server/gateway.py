@@ -336,14 +336,14 @@ class AgentGateway:
             try:
                 change = await self.repository.apply_report(report)
             except ServerError as exc:
-                return _refuse(sid, event, str(exc))
+                return _refuse(sid, event, str(exc), exc.code)
             await self.publish_change(change)
             return ack_ok()
 
         try:
             written = await self.ingest.submit(report)
         except ServerError as exc:
-            return _refuse(sid, event, str(exc))
+            return _refuse(sid, event, str(exc), exc.code)
         await written
         return ack_ok()
 
@@ -484,9 +484,11 @@ def _shown(event: str) -> str:
     return repr(event[:MAX_SHOWN_NAME])
 
 
-def _refuse(sid: str, event: str, reason: str) -> dict[str, Any]:
+def _refuse(
+    sid: str, event: str, reason: str, code: str | None = None
+) -> dict[str, Any]:
     log.warning("refused %s from %s: %s", event, sid, reason)
-    return ack_error(reason)
+    return ack_error(reason, code)
 
 
 def _peer(environ: dict) -> str:

@@ -238,11 +238,16 @@ class StatusIngest:
         if target is None:
             raise NotFoundError("No such target: unknown deployment or device.")
         if report.attempt is not None and report.attempt != target.attempt:
-            raise ConflictError("Report for an earlier attempt of this target.")
+            raise ConflictError(
+                "Report for an earlier attempt of this target.",
+                code=protocol.STALE_ATTEMPT,
+            )
         if target.status.terminal:
             if target.written is not None and not target.written.done():
                 return target.written  # a re-sent final not yet written: same ack
-            raise ConflictError("Target already finished.")
+            raise ConflictError(
+                "Target already finished.", code=protocol.TARGET_FINISHED
+            )
 
         if report.download_of is not None:
             progress = _download_share(deployment, report)

@@ -362,9 +362,14 @@ class Repository:
             if deployment is None or target is None:
                 raise NotFoundError("No such target: unknown deployment or device.")
             if report.attempt is not None and report.attempt != target.attempt:
-                raise ConflictError("Report for an earlier attempt of this target.")
+                raise ConflictError(
+                    "Report for an earlier attempt of this target.",
+                    code=protocol.STALE_ATTEMPT,
+                )
             if TargetStatus(target.status).terminal:
-                raise ConflictError("Target already finished.")
+                raise ConflictError(
+                    "Target already finished.", code=protocol.TARGET_FINISHED
+                )
 
             if report.download_of is not None:
                 progress = await _download_share(session, report)

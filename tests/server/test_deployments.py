@@ -174,7 +174,11 @@ async def test_finished_target_refuses_further_reports(server, package, agent_fa
 
     ack = await agent.report(deployment["id"], "installing", 100)
 
-    assert ack == {"ok": False, "error": "Target already finished."}
+    assert ack == {
+        "ok": False,
+        "error": "Target already finished.",
+        "code": protocol.TARGET_FINISHED,
+    }
     assert (await _target(server, deployment["id"]))["status"] == "success"
 
 
@@ -396,6 +400,20 @@ async def test_report_for_earlier_attempt_is_refused(server, package, agent_fact
 
     assert ack["ok"] is False
     assert (await _target(server, deployment["id"]))["status"] == "pending"
+
+
+async def test_report_for_earlier_attempt_is_refused_with_its_code(
+    server, package, agent_factory
+):
+    agent = await agent_factory()
+    deployment, _ = await _deploy(server, package, agent)
+    await agent.report(deployment["id"], "failed", 10)
+    await server.retry_deployment(deployment["id"])
+
+    ack = await agent.report(deployment["id"], "completed", 100, attempt=1)
+
+    assert ack["code"] == protocol.STALE_ATTEMPT
+    assert "earlier attempt" in ack["error"]
 
 
 async def test_deployment_to_two_devices_waits_for_both(server, package, agent_factory):

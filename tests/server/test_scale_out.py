@@ -106,3 +106,24 @@ async def test_job_created_on_one_server_reaches_agent_on_another(
     assert (await back.get_deployment(deployment["id"]))["status"] == "completed"
     await agent.close()
     await console.close()
+
+
+async def test_report_on_a_finished_target_is_refused_with_its_code(
+    redis_url, server_factory, tmp_path
+):
+    server = await server_factory(
+        redis_url=redis_url, redis_channel=f"deploy-test-{secrets.token_hex(4)}"
+    )
+    agent = await _agent(server, "code-agent")
+    software = await server.add_software(
+        write_installer(tmp_path / "a.sh"), name="A", installer_type="script"
+    )
+    deployment = await server.create_deployment([software["id"]], [agent.device_id])
+    await agent.next(protocol.INSTALL_SOFTWARE)
+    assert (await agent.report(deployment["id"], "completed", 100))["ok"]
+
+    ack = await agent.report(deployment["id"], "installing", 100)
+
+    assert ack["ok"] is False
+    assert ack["code"] == protocol.TARGET_FINISHED
+    await agent.close()
