@@ -6,6 +6,10 @@ carrying the reason, with the sender's acknowledgement id kept, so the gateway
 answers `{"ok": false, ...}` instead of the library raising. `LibraryLog` is the
 logger given to python-socketio and python-engineio: their chatter stays below DEBUG,
 and an error they hit on a client's garbage is one WARNING line, not a traceback.
+
+TODO(server): a frame that is not even Engine.IO (first character not a packet type)
+escapes python-engineio's websocket loop and reaches the HTTP error middleware, which
+logs it with a traceback and writes an HTTP answer onto the upgraded connection.
 """
 
 from __future__ import annotations
