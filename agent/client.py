@@ -37,6 +37,8 @@ from protocol import (
     REGISTRATION_SUCCESS,
     SOFTWARE_DOWNLOAD_PROGRESS,
     SOFTWARE_INSTALLATION_STATUS,
+    STALE_ATTEMPT,
+    TARGET_FINISHED,
     CancelDeployment,
     InstallSoftware,
     PayloadError,
@@ -50,9 +52,10 @@ log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 15.0
 
 # Refusals of a final status that are expected, not faults: the technician cancelled
-# or retried the target while this report was on its way.
-# TODO(protocol): an error code in ack_error would be sturdier than matching text.
-_EXPECTED_REFUSALS = ("already finished", "earlier attempt")
+# or retried the target while this report was on its way. Servers before the `code`
+# field said so only in the text.
+_EXPECTED_CODES = (TARGET_FINISHED, STALE_ATTEMPT)
+_EXPECTED_TEXTS = ("already finished", "earlier attempt")
 
 
 def backoff_delay(failures: int, *, base: float, cap: float) -> float:
@@ -263,7 +266,9 @@ class Agent:
                     ack = await self._sio.call(event, payload, timeout=ACK_TIMEOUT_S)
                     if isinstance(ack, dict) and ack.get("ok") is False:
                         error = str(ack.get("error"))
-                        expected = any(t in error.lower() for t in _EXPECTED_REFUSALS)
+                        expected = ack.get("code") in _EXPECTED_CODES or any(
+                            t in error.lower() for t in _EXPECTED_TEXTS
+                        )
                         log.log(
                             logging.INFO if expected else logging.WARNING,
                             "server refused the status of deployment %s: %s",
