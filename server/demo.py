@@ -58,7 +58,7 @@ def samples_dir() -> Path:
     """Where the sample sources and their builder live (repository or bundle)."""
     bundle_root = getattr(sys, "_MEIPASS", None)
     if bundle_root:
-        # TODO(packaging): the bundles must carry resources/samples for --demo.
+        # build_installer.py puts resources/samples into the console bundle.
         return Path(bundle_root) / "resources" / "samples"
     return Path(__file__).resolve().parents[1] / "resources" / "samples"
 
@@ -191,8 +191,8 @@ class DemoFleet:
         count: how many agents.
         base_dir: where their folders go; kept after `stop` if given.
         msiexec: the MSI launcher passed to the agents (`--msiexec`).
-        agent_command: how to start an agent; default `python -m agent`.
-            TODO(packaging): a frozen console must pass its bundled deploy-agent.
+        agent_command: how to start an agent; default `python -m agent` (a frozen
+            console answers `-m agent` by running the agent it carries).
     """
 
     def __init__(
