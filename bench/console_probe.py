@@ -302,6 +302,7 @@ async def _time_device_list(server: Any, expected: int) -> dict[str, Any]:
 
 
 async def _console_main(args: argparse.Namespace) -> None:
+    from console.loop import settle_memory
     from console.session import ConsoleSession
     from server.config import ServerConfig
 
@@ -314,6 +315,7 @@ async def _console_main(args: argparse.Namespace) -> None:
     )
     session = ConsoleSession(config)
     await session.start()
+    settle_memory()  # as `deploy-console` does after starting (console/app.py)
     session.window.show()
     probe = _LagProbe()
     sampler = asyncio.ensure_future(probe.sample())
@@ -352,15 +354,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    import qasync
     from PySide6.QtWidgets import QApplication
 
     from bench.fleet import raise_fd_limit
+    from console.loop import new_event_loop
 
     raise_fd_limit()
     app = QApplication(sys.argv[:1])
     app.setQuitOnLastWindowClosed(False)
-    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+    # The console's own loop, as `deploy-console` runs (console/app.py).
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(app)) as runner:
         runner.run(_console_main(args))
 
 

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import qasync
 from PySide6.QtCore import QSocketNotifier
 from PySide6.QtWidgets import QApplication, QMessageBox, QStyleFactory
 
@@ -179,6 +178,7 @@ async def run_console(
     options: argparse.Namespace, report_error: Callable[[str], None]
 ) -> int:
     """The console's life: start, show, wait for the window to close, stop."""
+    from console.loop import settle_memory
     from console.session import ConsoleSession
     from console.ui.main_window import load_style_sheet
 
@@ -204,6 +204,7 @@ async def run_console(
         report_error(startup_error_text(exc, config))
         return EXIT_STARTUP_ERROR
 
+    settle_memory()
     session.window.show()
     restore_signals = close_on_termination_signals(session.window.close)
     try:
@@ -237,7 +238,9 @@ def main(
     app = _application()
     errors: list[str] = []
 
-    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+    from console.loop import new_event_loop
+
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(app)) as runner:
         if options.self_test:
             from console.selftest import run_self_test
 

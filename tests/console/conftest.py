@@ -1,9 +1,10 @@
 """Console tests: real Qt widgets offscreen on a qasync loop, a real embedded server.
 
-Async tests and fixtures in this folder run on a `qasync.QEventLoop` (through
-pytest-asyncio's loop-factory hook), so awaiting in a test also runs Qt's event
-processing: widgets paint, timers fire, signals arrive. Wait with `until()`, never
-with sleeps or `qtbot.wait*` (a nested Qt loop inside a coroutine).
+Async tests and fixtures in this folder run on the console's own loop
+(`console.loop`, a `qasync.QEventLoop`, through pytest-asyncio's loop-factory
+hook), so awaiting in a test also runs Qt's event processing: widgets paint,
+timers fire, signals arrive. Wait with `until()`, never with sleeps or
+`qtbot.wait*` (a nested Qt loop inside a coroutine).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import qasync
 from PySide6.QtCore import SignalInstance
 from PySide6.QtWidgets import QApplication
 
+from console.loop import ConsoleEventLoop, new_event_loop
 from console.session import ConsoleSession
 from server.config import ServerConfig
 from tests.console.fake_agent import FakeAgent
@@ -31,9 +32,9 @@ WAIT_S = 15
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> dict[str, Callable]:
-    def qt_loop() -> qasync.QEventLoop:
+    def qt_loop() -> ConsoleEventLoop:
         app = QApplication.instance() or QApplication([])
-        return qasync.QEventLoop(app)
+        return new_event_loop(app)
 
     return {"qasync": qt_loop}
 
