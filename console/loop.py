@@ -56,8 +56,21 @@ class ConsoleEventLoop(qasync.QEventLoop):
             return self.call_soon(callback, *args, context=context)
         return super().call_later(delay, callback, *args, context=context)
 
+    def run_forever(self) -> None:
+        if self._ready:
+            self._drain_timer.start()
+        super().run_forever()
+
     def _run_ready(self) -> None:
-        """Run the callbacks ready now; those they schedule wait for the next turn."""
+        """Run the callbacks ready now; those they schedule wait for the next turn.
+
+        Only while this loop runs: Qt may process events outside it (qasync's
+        last pass after a run, a test's processEvents), and a task stepped there
+        would find no running loop.
+        """
+        if asyncio.events._get_running_loop() is not self:
+            self._drain_timer.stop()  # run_forever starts it again
+            return
         for _ in range(len(self._ready)):
             handle = self._ready.popleft()
             if not handle._cancelled:

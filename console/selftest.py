@@ -105,7 +105,8 @@ async def run_self_test(options: argparse.Namespace) -> int:
             argv = [
                 *agent_command(options.agent_cmd),
                 "--server", server.url,
-                "--token", server.enrollment_token,
+                # One argument: a token may begin with "-" (token_urlsafe).
+                f"--token={server.enrollment_token}",
                 "--state-dir", str(root / "agent-state"),
                 "--agent-id", AGENT_ID,
                 "--install-root", str(root / "install-root"),
