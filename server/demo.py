@@ -285,8 +285,7 @@ class DemoFleet:
             *self._agent_command,
             "--server",
             self.server_url,
-            "--token",
-            self._token,
+            f"--token={self._token}",  # a token may start with "-"
             "--state-dir",
             str(dirs.state_dir),
             "--agent-id",
