@@ -263,15 +263,16 @@ def main() -> int:
             return subprocess.call([*command, *sys.argv])
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-    import qasync
     from PySide6.QtWidgets import QApplication
+
+    from console.loop import new_event_loop
 
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     app = QApplication.instance() or QApplication(sys.argv[:1])
     options.out.mkdir(parents=True, exist_ok=True)
-    with asyncio.Runner(loop_factory=lambda: qasync.QEventLoop(app)) as runner:
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(app)) as runner:
         saved = runner.run(capture(options.out))
     for path in saved:
         print(f"saved {path}")
