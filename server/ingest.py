@@ -34,7 +34,6 @@ from server.errors import ConflictError, EnvironmentFault, NotFoundError
 from server.models import utcnow
 from server.repository import (
     SENT_TO_AGENT,
-    SERVER_NOTES,
     Change,
     KeyedLocks,
     Report,
@@ -42,6 +41,7 @@ from server.repository import (
     aggregate_status,
     log_finished,
     outcome,
+    report_changes,
 )
 
 log = logging.getLogger(__name__)
@@ -270,25 +270,19 @@ class StatusIngest:
         deployment.counts[target.status.value] -= 1
         deployment.progress_sum -= target.share
 
+        changes = report_changes(
+            report,
+            status,
+            progress,
+            progress_now=target.progress,
+            started_at=target.started_at,
+            completed_at=target.completed_at,
+            message=target.message,
+        )
         target.status = status
-        if status is TargetStatus.SUCCESS:
-            progress = 100.0
-        target.progress = max(target.progress, progress)
         target.agent_status = report.status.value
-        if target.started_at is None:
-            target.started_at = now
-        if status.terminal and target.completed_at is None:
-            target.completed_at = now
-        if report.message is not None:
-            target.message = report.message
-        elif target.message in SERVER_NOTES:
-            target.message = None  # the agent has taken over; our note is stale
-        if report.exit_code is not None:
-            target.exit_code = report.exit_code
-        if report.reboot_required is not None:
-            target.reboot_required = report.reboot_required
-        if report.log_tail is not None:
-            target.log_tail = report.log_tail
+        for name, value in changes.items():
+            setattr(target, name, value)
 
         deployment.counts[status.value] += 1
         deployment.progress_sum += target.share

@@ -558,28 +558,60 @@ class Repository:
 # --- rules --------------------------------------------------------------------
 
 
+def report_changes(
+    report: Report,
+    status: TargetStatus,
+    progress: float,
+    *,
+    progress_now: float,
+    started_at: datetime | None,
+    completed_at: datetime | None,
+    message: str | None,
+) -> dict[str, Any]:
+    """The fields a report changes on a target, by DESIGN.md's rules (pure).
+
+    Progress never goes back within an attempt (success is 100), `started_at` is
+    set by the first report and `completed_at` by the terminal one, and a
+    server note ("waiting for agent", ...) gives way to the agent's own words.
+    Used by the in-memory ingestion and by the per-report transaction path alike.
+    """
+    changes: dict[str, Any] = {
+        "progress": 100.0
+        if status is TargetStatus.SUCCESS
+        else max(progress_now, progress)
+    }
+    now = utcnow()
+    if started_at is None:
+        changes["started_at"] = now
+    if status.terminal and completed_at is None:
+        changes["completed_at"] = now
+    if report.message is not None:
+        changes["message"] = report.message
+    elif message in SERVER_NOTES:
+        changes["message"] = None
+    for name in ("exit_code", "reboot_required", "log_tail"):
+        value = getattr(report, name)
+        if value is not None:
+            changes[name] = value
+    return changes
+
+
 def _apply(
     target: DeploymentTarget, status: TargetStatus, progress: float, report: Report
 ) -> None:
-    now = utcnow()
+    changes = report_changes(
+        report,
+        status,
+        progress,
+        progress_now=target.progress_percent or 0.0,
+        started_at=target.started_at,
+        completed_at=target.completed_at,
+        message=target.message,
+    )
     target.status = status.value
-    if status is TargetStatus.SUCCESS:
-        progress = 100.0
-    target.progress_percent = max(target.progress_percent or 0.0, progress)
-    if target.started_at is None:
-        target.started_at = now
-    if status.terminal and target.completed_at is None:
-        target.completed_at = now
-    if report.message is not None:
-        target.message = report.message
-    elif target.message in SERVER_NOTES:
-        target.message = None  # the agent has taken over; our note is stale
-    if report.exit_code is not None:
-        target.exit_code = report.exit_code
-    if report.reboot_required is not None:
-        target.reboot_required = report.reboot_required
-    if report.log_tail is not None:
-        target.log_tail = report.log_tail
+    target.progress_percent = changes.pop("progress")
+    for name, value in changes.items():
+        setattr(target, name, value)
 
 
 def aggregate_status(counts: dict[str, int]) -> DeploymentStatus:
