@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import socketio
 
@@ -25,6 +25,8 @@ from server.sockets import MALFORMED
 from server.tokens import Tokens, tokens_match
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R", protocol.InstallationStatus, protocol.DownloadProgress)
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -279,13 +281,9 @@ class AgentGateway:
 
     async def on_installation_status(self, sid: str, data: Any) -> dict[str, Any]:
         event = protocol.SOFTWARE_INSTALLATION_STATUS
-        try:
-            status = protocol.parse_payload(protocol.InstallationStatus, data)
-        except protocol.PayloadError as exc:
-            return _refuse(sid, event, str(exc))
-        refusal = await self._authorize(sid, status.device_id)
-        if refusal:
-            return _refuse(sid, event, refusal)
+        status = await self._parse_report(sid, event, protocol.InstallationStatus, data)
+        if isinstance(status, dict):
+            return status
 
         report = Report(
             deployment_id=status.deployment_id,
@@ -303,13 +301,9 @@ class AgentGateway:
 
     async def on_download_progress(self, sid: str, data: Any) -> dict[str, Any]:
         event = protocol.SOFTWARE_DOWNLOAD_PROGRESS
-        try:
-            progress = protocol.parse_payload(protocol.DownloadProgress, data)
-        except protocol.PayloadError as exc:
-            return _refuse(sid, event, str(exc))
-        refusal = await self._authorize(sid, progress.device_id)
-        if refusal:
-            return _refuse(sid, event, refusal)
+        progress = await self._parse_report(sid, event, protocol.DownloadProgress, data)
+        if isinstance(progress, dict):
+            return progress
 
         report = Report(
             deployment_id=progress.deployment_id,
@@ -320,6 +314,20 @@ class AgentGateway:
             download_of=progress.software_name,
         )
         return await self._record(sid, event, report)
+
+    async def _parse_report(
+        self, sid: str, event: str, model: type[_R], data: Any
+    ) -> _R | dict[str, Any]:
+        """The validated report, or the refusal to answer with: a payload that does
+        not fit `model`, or one for a device that is not this sid's agent's."""
+        try:
+            report = protocol.parse_payload(model, data)
+        except protocol.PayloadError as exc:
+            return _refuse(sid, event, str(exc))
+        refusal = await self._authorize(sid, report.device_id)
+        if refusal:
+            return _refuse(sid, event, refusal)
+        return report
 
     async def _authorize(self, sid: str, device_id: int) -> str | None:
         """Why `sid` may not report for `device_id`, or None if it may."""
