@@ -9,6 +9,8 @@ import asyncio
 import logging
 import sqlite3
 
+import pytest
+
 import protocol
 from tests.helpers import ConsoleClient, FakeAgent
 
@@ -148,9 +150,22 @@ async def test_deployment_running_before_a_restart_takes_reports_after_it(
     await late.close()
 
 
-async def test_final_status_waits_for_a_locked_database_and_is_kept(
-    server_factory, tmp_path, package_file
-):
+class _Locked:
+    """A server whose SQLite file another program holds locked, an agent, and one
+    deployment to it; `retried` is set when the server logs that it will retry."""
+
+    def __init__(self, server, agent, deployment, waiter, other_program):
+        self.server, self.agent, self.deployment = server, agent, deployment
+        self.retried = waiter.seen
+        self.retry_lines = waiter.records
+        self._other_program = other_program
+
+    def unlock(self) -> None:
+        self._other_program.execute("ROLLBACK")
+
+
+@pytest.fixture
+async def locked_database(server_factory, tmp_path, package_file):
     server = await server_factory(data_dir=tmp_path / "data", sqlite_busy_timeout_ms=50)
     software = await server.add_software(
         package_file, name="Hello", installer_type="script"
@@ -163,58 +178,51 @@ async def test_final_status_waits_for_a_locked_database_and_is_kept(
     logging.getLogger("server.ingest").addHandler(waiter)
     other_program = sqlite3.connect(server.config.sqlite_path, isolation_level=None)
     other_program.execute("BEGIN EXCLUSIVE")
-
     try:
-        report = asyncio.create_task(
-            agent.report(deployment["id"], "failed", 50, exit_code=1603)
-        )
-        await asyncio.wait_for(waiter.seen.wait(), 10)
-        unanswered = not report.done()
-        other_program.execute("ROLLBACK")
-        ack = await report
+        yield _Locked(server, agent, deployment, waiter, other_program)
     finally:
         other_program.close()
         logging.getLogger("server.ingest").removeHandler(waiter)
+        await agent.close()
+
+
+async def test_final_status_waits_for_a_locked_database_and_is_kept(locked_database):
+    db = locked_database
+    deployment_id = db.deployment["id"]
+
+    report = asyncio.create_task(
+        db.agent.report(deployment_id, "failed", 50, exit_code=1603)
+    )
+    await asyncio.wait_for(db.retried.wait(), 10)
+    unanswered = not report.done()
+    db.unlock()
+    ack = await report
 
     assert unanswered
     assert ack == {"ok": True}
-    assert len(waiter.records) == 1
-    assert _target_rows(server, deployment["id"]) == [(agent.device_id, "failed", 50.0)]
-    await agent.close()
+    assert len(db.retry_lines) == 1
+    assert _target_rows(db.server, deployment_id) == [
+        (db.agent.device_id, "failed", 50.0)
+    ]
 
 
 async def test_resent_final_before_it_is_written_gets_the_same_answer(
-    server_factory, tmp_path, package_file
+    locked_database,
 ):
-    server = await server_factory(data_dir=tmp_path / "data", sqlite_busy_timeout_ms=50)
-    software = await server.add_software(
-        package_file, name="Hello", installer_type="script"
-    )
-    agent = FakeAgent(server.url, server.enrollment_token, "agent-a")
-    await agent.connect()
-    await agent.register()
-    deployment = await _deploy(server, software, [agent])
-    waiter = _LogWaiter("will retry")
-    logging.getLogger("server.ingest").addHandler(waiter)
-    other_program = sqlite3.connect(server.config.sqlite_path, isolation_level=None)
-    other_program.execute("BEGIN EXCLUSIVE")
+    db = locked_database
+    deployment_id = db.deployment["id"]
 
-    try:
-        first = asyncio.create_task(agent.report(deployment["id"], "completed", 100))
-        await asyncio.wait_for(waiter.seen.wait(), 10)
-        again = await _emit_status(agent, deployment["id"], "completed", 100)
-        await agent.sync()  # the re-sent one has reached the server
-        other_program.execute("ROLLBACK")
-        acks = await asyncio.gather(first, again)
-    finally:
-        other_program.close()
-        logging.getLogger("server.ingest").removeHandler(waiter)
+    first = asyncio.create_task(db.agent.report(deployment_id, "completed", 100))
+    await asyncio.wait_for(db.retried.wait(), 10)
+    again = await _emit_status(db.agent, deployment_id, "completed", 100)
+    await db.agent.sync()  # the re-sent one has reached the server
+    db.unlock()
+    acks = await asyncio.gather(first, again)
 
     assert acks == [{"ok": True}, {"ok": True}]
-    assert _target_rows(server, deployment["id"]) == [
-        (agent.device_id, "success", 100.0)
+    assert _target_rows(db.server, deployment_id) == [
+        (db.agent.device_id, "success", 100.0)
     ]
-    await agent.close()
 
 
 async def test_failed_target_is_logged_with_hostname_and_device_id(
