@@ -3,19 +3,26 @@
 Command line (bounded: stops by itself after ``--duration`` seconds or on Ctrl-C)::
 
     python -m bench.fleet --server http://127.0.0.1:8765 --token T --agents 2000 \
-        --processes 4 --install-seconds 5 --report-hz 2 [--skip-download] [--prefix ID]
+        --processes 4 --install-seconds 5 --report-hz 2 [--skip-download] \
+        [--prefix ID] [--client python|node|auto]
 
 As a library (the benchmarks)::
 
-    async with Fleet(FleetOptions(server=url, token=t), processes=2) as fleet:
+    options = FleetOptions(server=url, token=t)
+    async with Fleet(options, processes=2, client="node") as fleet:
         results = await fleet.connect(500)       # one dict per agent
         await fleet.configure(install_seconds=0, skip_download=True)
         stats = await fleet.stats()              # jobs, counters, errors
 
-Each worker process runs one asyncio loop with its share of the agents and takes
-JSON-line commands on stdin, answering one JSON line each on stdout. Times are
-``time.monotonic()`` readings; on Linux that is CLOCK_MONOTONIC, one clock for every
-process on the machine, so the controller can compare them with its own.
+Each worker process runs one event loop with its share of the agents and takes
+JSON-line commands on stdin, answering one JSON line each on stdout. A worker is
+either this module (`--worker`: python-socketio clients) or its Node.js twin
+`bench/peers/node/fleet_worker.js` (socket.io-client; `client="node"`), which takes
+the same commands and gives the same answers: on two cores the Python clients cannot
+offer more than ~2,500 reports/s, and they take CPU from the server under test.
+Times are ``time.monotonic()`` readings; on Linux that is CLOCK_MONOTONIC, one clock
+for every process on the machine, so the controller can compare them with its own
+(checked when the workers start).
 
 The agents speak only the contract in DESIGN.md (via ``protocol``): they register,
 take ``install_software`` jobs, download each package for real (Bearer token, resume
@@ -35,11 +42,13 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urljoin
 
 import aiohttp
@@ -60,6 +69,10 @@ from protocol import (
 logger = logging.getLogger(__name__)
 
 AGENT_VERSION = "bench-fleet/1"
+NODE_DIR = Path(__file__).resolve().parent / "peers" / "node"
+NODE_WORKER = NODE_DIR / "fleet_worker.js"
+CLIENTS = ("python", "node")
+Client = Literal["python", "node"]
 DOWNLOAD_CHUNK = 1 << 20
 DOWNLOAD_ATTEMPTS = 3
 HASH_INLINE_LIMIT = 64 << 10
@@ -462,12 +475,62 @@ class FleetError(RuntimeError):
     """A worker process died or refused a command."""
 
 
-class Fleet:
-    """Simulated agents spread over `processes` worker subprocesses."""
+def node_client_missing(node_modules: Path | None = None) -> str | None:
+    """Why the Node.js fleet worker cannot run here, or None when it can."""
+    if shutil.which("node") is None:
+        return "node not installed"
+    modules = node_modules or NODE_DIR / "node_modules"
+    if not (modules / "socket.io-client").is_dir():
+        return f"{modules} has no socket.io-client: run bench/peers/node/setup.sh"
+    return None
 
-    def __init__(self, options: FleetOptions, processes: int = 2) -> None:
+
+def pick_client(choice: str) -> Client:
+    """`auto` is node when its worker can run here, else python."""
+    if choice == "auto":
+        return "python" if node_client_missing() else "node"
+    if choice not in CLIENTS:
+        raise ValueError(f"unknown fleet client {choice!r}")
+    return choice  # type: ignore[return-value]
+
+
+def client_versions(client: Client) -> dict[str, str | None]:
+    """What the simulated agents ran on, for the JSON beside the figures."""
+    if client == "python":
+        return {
+            "client": "python",
+            "python_socketio": _version("python-socketio"),
+            "aiohttp": _version("aiohttp"),
+        }
+    return {"client": "node", **_node_versions()}
+
+
+class Fleet:
+    """Simulated agents spread over `processes` worker subprocesses.
+
+    Args:
+        options: how the agents behave (sent to every worker, changeable later).
+        processes: worker subprocesses; the agents are dealt out evenly.
+        client: "python" (`python -m bench.fleet --worker`) or "node"
+            (`bench/peers/node/fleet_worker.js`); the same commands and answers.
+        node_modules: where socket.io-client is installed for the Node worker
+            (default: `bench/peers/node/node_modules`, made by its setup.sh).
+    """
+
+    def __init__(
+        self,
+        options: FleetOptions,
+        processes: int = 2,
+        *,
+        client: Client = "python",
+        node_modules: Path | None = None,
+    ) -> None:
+        if client not in CLIENTS:
+            raise ValueError(f"unknown fleet client {client!r}")
         self.options = options
         self.processes = max(1, processes)
+        self.client = client
+        self.node_modules = node_modules
         self._workers: list[asyncio.subprocess.Process] = []
         self._locks: list[asyncio.Lock] = []
         self.agent_count = 0
@@ -480,13 +543,11 @@ class Fleet:
         await self.close()
 
     async def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        """Start the workers, send them the options, check they share our clock."""
+        argv, env = self._worker_command()
         for _ in range(self.processes):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.fleet",
-                "--worker",
+                *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 limit=1 << 26,
@@ -495,6 +556,38 @@ class Fleet:
             self._workers.append(proc)
             self._locks.append(asyncio.Lock())
         await self.configure(**dataclasses.asdict(self.options))
+        await self._check_clock()
+
+    def _worker_command(self) -> tuple[list[str], dict[str, str]]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.client == "python":
+            return [sys.executable, "-m", "bench.fleet", "--worker"], env
+        reason = node_client_missing(self.node_modules)
+        if reason:
+            raise FleetError(f"the Node fleet worker cannot run: {reason}")
+        if self.node_modules is not None:
+            env["NODE_PATH"] = str(self.node_modules)
+        # Node cannot lift its own open-files limit as the Python worker does; the
+        # shell lifts the soft limit to the hard one, then becomes node (same pid).
+        lift = 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"'
+        node = shutil.which("node") or "node"
+        return ["/bin/sh", "-c", lift, node, str(NODE_WORKER)], env
+
+    async def _check_clock(self) -> None:
+        """Every worker's `t` lies between two readings of ours (CLOCK_MONOTONIC).
+
+        The figures subtract worker times from controller times; a worker on another
+        clock would make every latency nonsense, so refuse to run instead.
+        """
+        before = time.monotonic()
+        replies = await self._ask_all({"cmd": "stats", "jobs": False})
+        after = time.monotonic()
+        for reply in replies:
+            if not before <= reply["t"] <= after:
+                raise FleetError(
+                    f"{self.client} fleet worker's clock reads {reply['t']:.6f}, "
+                    f"outside [{before:.6f}, {after:.6f}] of time.monotonic()"
+                )
 
     @property
     def pids(self) -> list[int]:
@@ -598,6 +691,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--transports", default="websocket", help="websocket | polling,websocket"
     )
+    parser.add_argument(
+        "--client",
+        choices=["auto", *CLIENTS],
+        default="python",
+        help="the agents' Socket.IO client: python-socketio, or Node's "
+        "socket.io-client (bench/peers/node/fleet_worker.js); auto = node when "
+        "bench/peers/node/setup.sh has run",
+    )
     args = parser.parse_args(argv)
     if not args.worker and not (args.server and args.token):
         parser.error("--server and --token are required")
@@ -613,13 +714,15 @@ async def _run_cli(args: argparse.Namespace) -> int:
         skip_download=args.skip_download,
         transports=tuple(args.transports.split(",")),
     )
-    async with Fleet(options, processes=args.processes) as fleet:
+    client = pick_client(args.client)
+    async with Fleet(options, processes=args.processes, client=client) as fleet:
         start = time.monotonic()
         results = await fleet.connect(args.agents, prefix=args.prefix)
         failed = [r for r in results if not r["ok"]]
         print(
             f"{len(results) - len(failed)}/{len(results)} agents registered in "
-            f"{time.monotonic() - start:.2f} s across {fleet.processes} processes",
+            f"{time.monotonic() - start:.2f} s across {fleet.processes} "
+            f"{client} processes",
             flush=True,
         )
         for result in failed[:5]:
@@ -675,6 +778,29 @@ def machine_description() -> dict[str, Any]:
         "python_socketio": _version("python-socketio"),
         "aiohttp": _version("aiohttp"),
     }
+
+
+def _node_versions() -> dict[str, str | None]:
+    """Node's and socket.io-client's versions (runs node once; blocking, ~50 ms)."""
+    import subprocess
+
+    script = (
+        "let c = null; try { c = require('socket.io-client/package.json').version }"
+        " catch {} console.log(JSON.stringify({node: process.version, c}))"
+    )
+    try:
+        done = subprocess.run(
+            [shutil.which("node") or "node", "-e", script],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        found = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {"node": None, "socket_io_client": None}
+    return {"node": found["node"], "socket_io_client": found["c"]}
 
 
 def _version(dist: str) -> str | None:
