@@ -1,9 +1,13 @@
 """Run every benchmark against our server and its peers; print JSON and a table.
 
-    python -m bench [--quick] [--agents N] [--peers auto|none] [--json FILE]
+    python -m bench [--quick] [--agents N] [--peers auto|none] [--json FILE] \
+        [--client auto|node|python]
 
 `--quick` is the CI smoke run (20 agents, a 4 MB package, a few seconds per server).
 Peers that are not installed are skipped with the reason in the JSON ("skipped").
+`--client` picks the simulated agents' Socket.IO client (bench/fleet.py): Node's
+socket.io-client offers far more reports/s per core than python-socketio's;
+`auto` (the default) takes it when bench/peers/node/setup.sh has run.
 Exit status: 0 when every benchmark ran without an error, 1 otherwise.
 """
 
@@ -26,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import console_probe, procs, report, suite
-from bench.fleet import machine_description, raise_fd_limit
+from bench.fleet import (
+    client_versions,
+    machine_description,
+    pick_client,
+    raise_fd_limit,
+)
 
 logger = logging.getLogger("bench")
 
@@ -202,6 +211,7 @@ class Run:
             "mode": mode,
             "settings": vars(self.settings),
             "machine": machine_description(),
+            "fleet": client_versions(self.settings.client),
             "limits": (
                 "client and server share the same cores: the fleet's worker "
                 "processes, the download clients and the server under test compete "
@@ -221,6 +231,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, help="fleet worker processes")
     parser.add_argument("--package-mb", type=int, help="download package size")
     parser.add_argument("--peers", choices=["auto", "none"], default="auto")
+    parser.add_argument(
+        "--client",
+        choices=["auto", "node", "python"],
+        default="auto",
+        help="the simulated agents' Socket.IO client (auto: node when "
+        "bench/peers/node/setup.sh has run, else python)",
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON here")
     parser.add_argument(
         "--skip",
@@ -245,6 +262,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         settings.processes = args.processes
     if args.package_mb:
         settings.package_mb = args.package_mb
+    settings.client = pick_client(args.client)
     workdir = Path(tempfile.mkdtemp(prefix="deploy-bench-"))
     skip = frozenset(filter(None, args.skip.split(",")))
     run = Run(settings, args.peers, workdir, skip)
@@ -271,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")
+    print(report.heading(result), file=sys.stderr)
     print(report.table(list(result["figures"].values())), file=sys.stderr)
     for name, reason in result["skipped"].items():
         print(f"skipped {name}: {reason}", file=sys.stderr)

@@ -476,12 +476,21 @@ class FleetError(RuntimeError):
 
 
 def node_client_missing(node_modules: Path | None = None) -> str | None:
-    """Why the Node.js fleet worker cannot run here, or None when it can."""
+    """Why the Node.js fleet worker cannot run here, or None when it can.
+
+    socket.io-client must be in `node_modules`, or when that is not given, where
+    node will look for it: bench/peers/node/node_modules or a NODE_PATH folder.
+    """
     if shutil.which("node") is None:
         return "node not installed"
-    modules = node_modules or NODE_DIR / "node_modules"
-    if not (modules / "socket.io-client").is_dir():
-        return f"{modules} has no socket.io-client: run bench/peers/node/setup.sh"
+    if node_modules is not None:
+        places = [node_modules]
+    else:
+        extra = os.environ.get("NODE_PATH", "").split(os.pathsep)
+        places = [NODE_DIR / "node_modules", *(Path(p) for p in extra if p)]
+    if not any((place / "socket.io-client").is_dir() for place in places):
+        where = ", ".join(str(place) for place in places)
+        return f"no socket.io-client in {where}: run bench/peers/node/setup.sh"
     return None
 
 

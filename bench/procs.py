@@ -103,11 +103,28 @@ class ServerProcess:
         return total
 
     def rss_bytes(self) -> int:
+        """Resident memory of the server and its children now (no collection)."""
         total = 0
         for proc in self._tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 total += proc.memory_info().rss
         return total
+
+    async def collected_rss_bytes(self, http: aiohttp.ClientSession) -> int:
+        """Resident memory after a full garbage collection, where the server has a
+        route for it (`extra["gc_path"]`: the Node and bare python-socketio peers);
+        otherwise the same as `rss_bytes()`."""
+        path = self.extra.get("gc_path")
+        if path:
+            headers = {"Authorization": f"Bearer {self.admin_token}"}
+            async with http.post(self.url + path, headers=headers) as response:
+                if response.status != 200:
+                    body = await response.text()
+                    raise RuntimeError(
+                        f"{self.name} {path}: {response.status} {body[:300]}"
+                    )
+                await response.read()
+        return self.rss_bytes()
 
     async def stop(self) -> None:
         if self.process.returncode is None:
@@ -232,29 +249,40 @@ async def start_bare_python(
     server = ServerProcess(
         "bare_python", f"http://127.0.0.1:{port}", enrollment, admin, proc, log_path
     )
+    server.extra["gc_path"] = "/bench/gc"
     await wait_until_serving(server, "/api/devices")
     return server
 
 
 async def start_node(
-    workdir: Path, enrollment: str, admin: str, package: Path
+    workdir: Path,
+    enrollment: str,
+    admin: str,
+    package: Path,
+    node_modules: Path | None = None,
 ) -> ServerProcess:
+    """`node --expose-gc server.js`; socket.io from `node_modules` if given, else
+    from bench/peers/node/node_modules (its setup.sh)."""
     port = free_port()
+    env = {
+        "PORT": str(port),
+        "ENROLLMENT_TOKEN": enrollment,
+        "ADMIN_TOKEN": admin,
+        "PACKAGE_FILE": str(package),
+    }
+    if node_modules is not None:
+        env["NODE_PATH"] = str(node_modules)
     proc, log_path = await _spawn(
         "node",
-        [shutil.which("node") or "node", "server.js"],
+        [shutil.which("node") or "node", "--expose-gc", "server.js"],
         workdir,
-        {
-            "PORT": str(port),
-            "ENROLLMENT_TOKEN": enrollment,
-            "ADMIN_TOKEN": admin,
-            "PACKAGE_FILE": str(package),
-        },
+        env,
         cwd=NODE_DIR,
     )
     server = ServerProcess(
         "node", f"http://127.0.0.1:{port}", enrollment, admin, proc, log_path
     )
+    server.extra["gc_path"] = "/bench/gc"
     await wait_until_serving(server, "/api/devices")
     return server
 

@@ -183,6 +183,27 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def heading(result: dict[str, Any]) -> str:
+    """One line above the table: the run's size and what the agents ran on.
+
+    The client matters to every socket figure: on two shared cores the fleet's
+    clients compete with the server under test for CPU.
+    """
+    settings = result.get("settings", {})
+    fleet = result.get("fleet") or {}
+    if fleet.get("client") == "node":
+        client = (
+            f"node {fleet.get('node') or '?'} "
+            f"socket.io-client {fleet.get('socket_io_client') or '?'}"
+        )
+    else:
+        client = f"python-socketio {fleet.get('python_socketio') or '?'}"
+    return (
+        f"## {result.get('mode', '?')} run, {settings.get('agents', '?')} agents in "
+        f"{settings.get('processes', '?')} fleet processes, fleet client: {client}"
+    )
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table (also valid Markdown) of every row."""
     peer_names: list[str] = []

@@ -11,6 +11,7 @@ database. The Node.js peer (`peers/node/server.js`) has exactly the same shape.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import logging
 import os
@@ -74,6 +75,7 @@ class BarePeer:
         self.app.router.add_post("/api/deployments", self.post_deployment)
         self.app.router.add_get("/api/deployments/{id}", self.get_deployment)
         self.app.router.add_get("/packages/{sha256}", self.get_package)
+        self.app.router.add_post("/bench/gc", self.post_gc)
 
     async def on_connect(self, sid: str, environ: Any, auth: Any) -> None:
         role = auth.get("role") if isinstance(auth, dict) else None
@@ -263,6 +265,12 @@ class BarePeer:
             "status": deployment["status"],
             "targets": list(deployment["targets"].values()),
         }
+
+    async def post_gc(self, request: web.Request) -> web.Response:
+        """A full collection before the benchmarks read the resident memory, as the
+        Node peer does; blocks the loop for its few milliseconds (a bench route)."""
+        self._admin(request)
+        return web.json_response({"ok": True, "collected": gc.collect()})
 
     async def get_package(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.enrollment_token}":

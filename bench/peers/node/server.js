@@ -3,8 +3,12 @@
 // The Node.js peer of the benchmarks (bench/README.md): the same events,
 // acknowledgements, rooms and HTTP endpoints as the Python server, state kept in
 // Maps. Started by bench/procs.py as
-//   node server.js  (PORT, ENROLLMENT_TOKEN, ADMIN_TOKEN, PACKAGE_FILE from the env)
-// and prints "listening <port>" once bound.
+//   node --expose-gc server.js  (PORT, ENROLLMENT_TOKEN, ADMIN_TOKEN, PACKAGE_FILE
+//                                from the env)
+// and prints "listening <port>" once bound. `POST /bench/gc` (admin token) runs a
+// full garbage collection before the benchmarks read the resident memory: V8
+// collects and compacts its heap whenever it likes, so without it the RSS
+// difference across a registration storm can even come out negative.
 "use strict";
 
 const crypto = require("node:crypto");
@@ -95,14 +99,26 @@ function servePackage(req, res, sha) {
   fs.createReadStream(PACKAGE_FILE, { start, end }).pipe(res);
 }
 
+function collectGarbage(res) {
+  if (typeof global.gc !== "function") {
+    return sendJson(res, 501, { error: "start node with --expose-gc" });
+  }
+  global.gc(); // full, synchronous mark-compact of the whole heap
+  const { rss, heapUsed } = process.memoryUsage();
+  return sendJson(res, 200, { ok: true, rss, heap_used: heapUsed });
+}
+
 async function handleHttp(req, res) {
   const url = new URL(req.url, "http://127.0.0.1");
   const packageMatch = /^\/packages\/([0-9a-f]{64})$/.exec(url.pathname);
   if (req.method === "GET" && packageMatch) return servePackage(req, res, packageMatch[1]);
-  if (!url.pathname.startsWith("/api/")) return sendJson(res, 404, { error: "not found" });
-  if (req.headers.authorization !== `Bearer ${ADMIN_TOKEN}`) {
-    return sendJson(res, 401, { error: "admin token required" });
+  const isAdmin = req.headers.authorization === `Bearer ${ADMIN_TOKEN}`;
+  if (req.method === "POST" && url.pathname === "/bench/gc") {
+    if (!isAdmin) return sendJson(res, 401, { error: "admin token required" });
+    return collectGarbage(res);
   }
+  if (!url.pathname.startsWith("/api/")) return sendJson(res, 404, { error: "not found" });
+  if (!isAdmin) return sendJson(res, 401, { error: "admin token required" });
   if (req.method === "GET" && url.pathname === "/api/devices") {
     return sendJson(res, 200, [...devices.values()].map(({ sid, ...row }) => row));
   }
