@@ -204,14 +204,18 @@ async def run_console(
         report_error(startup_error_text(exc, config))
         return EXIT_STARTUP_ERROR
 
-    settle_memory()
-    session.window.show()
-    restore_signals = close_on_termination_signals(session.window.close)
     try:
-        await session.wait_closed()
+        settle_memory()
+        session.window.show()
+        restore_signals = close_on_termination_signals(session.window.close)
+        try:
+            await session.wait_closed()
+        finally:
+            restore_signals()
     finally:
-        restore_signals()
-    await session.stop()
+        # Also on an unexpected error: the server thread is not a daemon, and the
+        # agents and the database deserve a clean stop.
+        await session.stop()
     return EXIT_OK
 
 

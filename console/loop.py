@@ -15,6 +15,7 @@ import asyncio
 import collections
 import gc
 import logging
+import time
 from typing import Any
 
 import qasync
@@ -83,6 +84,85 @@ class ConsoleEventLoop(qasync.QEventLoop):
             self._drain_timer.stop()
             self._ready.clear()
         super().close()
+
+
+class GuiThreadCollector:
+    """Runs Python's cyclic garbage collector on the GUI thread only, on a Qt timer.
+
+    CPython collects on whichever thread happens to allocate past the threshold.
+    With the embedded server on a thread of its own (`console.server_thread`), that
+    is mostly the server thread; and a collection there that frees a Qt object of
+    the window (a dialog, a model, a timer left in a reference cycle) destroys it
+    on the wrong thread: its timers stay registered with the GUI thread's
+    dispatcher and the next one crashes the process (seen in the console tests:
+    SIGSEGV in QTimerInfoList::activateTimers). So while a server thread runs,
+    automatic collection is off and this timer applies CPython's own rule (the
+    thresholds of `gc.get_threshold()`) every `COLLECT_MS` on the GUI thread.
+
+    Reference-counted: `acquire()` on the GUI thread when a server thread starts,
+    `release()` when it has ended; the last release turns automatic collection
+    back on if it was on before.
+    """
+
+    COLLECT_MS = 50
+    """How often the counts are looked at; a look that finds nothing due costs
+    a few microseconds."""
+    FULL_EVERY_S = 30.0
+    """At most one full (oldest generation) collection per this many seconds.
+    CPython also holds full collections back until the long-lived objects have
+    grown by a quarter, a count Python code cannot read; a time floor bounds
+    their cost instead (0.3-0.5 s each with a big fleet in memory)."""
+
+    def __init__(self) -> None:
+        self._users = 0
+        self._timer: QTimer | None = None
+        self._was_enabled = True
+        self._last_full = time.monotonic()
+
+    def acquire(self) -> None:
+        if self._users == 0:
+            self._was_enabled = gc.isenabled()
+            gc.disable()
+            self._timer = QTimer()
+            self._timer.setInterval(self.COLLECT_MS)
+            self._timer.timeout.connect(self.collect_due)
+            self._timer.start()
+        self._users += 1
+
+    def release(self) -> None:
+        if self._users == 0:
+            return
+        self._users -= 1
+        if self._users:
+            return
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.collect_due()
+        if self._was_enabled:
+            gc.enable()
+
+    def collect_due(self) -> int | None:
+        """Collect the oldest generation whose count is past its threshold, as
+        CPython's allocator would have; returns it, or None if nothing was due."""
+        counts, thresholds = gc.get_count(), gc.get_threshold()
+        if counts[0] < thresholds[0]:
+            return None
+        generation = 1 if counts[1] >= thresholds[1] else 0
+        now = time.monotonic()
+        if (
+            generation == 1
+            and counts[2] >= thresholds[2]
+            and now - self._last_full >= self.FULL_EVERY_S
+        ):
+            generation = 2
+            self._last_full = now
+        gc.collect(generation)
+        return generation
+
+
+gui_thread_collector = GuiThreadCollector()
+"""The process's one collector (see `GuiThreadCollector`)."""
 
 
 def new_event_loop(app: QApplication | None = None) -> ConsoleEventLoop:

@@ -1,6 +1,7 @@
 """`ConsoleSession`: the embedded server and the window, started and stopped in order.
 
-Runs on the qasync loop; every method is a coroutine or a quick slot.
+Runs on the qasync loop; every method is a coroutine or a quick slot. The server
+itself runs on its own thread and loop (`console.server_thread.ThreadedServer`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 from PySide6.QtWidgets import QApplication
 
+from console.server_thread import ThreadedServer
 from console.tasks import TaskKeeper
 from console.ui.main_window import MainWindow
-from server.app import DeployServer
 from server.config import ServerConfig
 from server.errors import EnvironmentFault
 
@@ -26,7 +27,8 @@ DEMO_REGISTER_TIMEOUT_S = 120
 
 
 class ConsoleSession:
-    """One run of the console: a `DeployServer` on the loop plus its `MainWindow`.
+    """One run of the console: the embedded server (a `DeployServer` on a thread of
+    its own, through `ThreadedServer`) plus its `MainWindow`.
 
     Args:
         config: where the server listens and keeps its data.
@@ -46,7 +48,7 @@ class ConsoleSession:
         self.config = config
         self.demo = demo
         self.agent_command = agent_command
-        self.server: Any = None
+        self.server: ThreadedServer | None = None
         # Closing the window must not quit Qt under the loop: the session stops
         # the server first, then the program's coroutine returns.
         QApplication.instance().setQuitOnLastWindowClosed(False)
@@ -64,11 +66,8 @@ class ConsoleSession:
         Raises the server's `EnvironmentFault`s (port in use, data folder, newer
         database) unchanged, with nothing left running.
         """
-        server = DeployServer(self.config)
-        await server.start()
-        self.server = server
+        server = await self._start_server()
         log.info("console started; server listening on port %s", server.port)
-        self.window.attach(server)
         if self.demo:
             self._tasks.spawn(self._run_demo(), "starting the demo")
 
@@ -117,11 +116,17 @@ class ConsoleSession:
         # TODO(console): demo agents keep the old URL after a port change.
 
     async def start_server_only(self) -> None:
-        server = DeployServer(self.config)
+        server = await self._start_server()
+        log.info("server restarted on port %s", server.port)
+
+    async def _start_server(self) -> ThreadedServer:
+        """Start the server on its thread and show it; start errors propagate
+        unchanged and leave no thread behind."""
+        server = ThreadedServer(self.config)
         await server.start()
         self.server = server
         self.window.attach(server)
-        log.info("server restarted on port %s", server.port)
+        return server
 
     # --- demo ------------------------------------------------------------------
 

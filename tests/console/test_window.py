@@ -387,7 +387,9 @@ async def test_retry_failed_sends_the_job_to_the_agent_again(session, agents, tm
     await asyncio.wait_for(agent.jobs.get(), 10)
     panel = window.deployments_panel
     await agent.report(deployment["id"], "failed", 60, exit_code=1603)
-    await until(panel.retry_button.isEnabled, panel.deployments.dataChanged)
+    # The window's slot enables the button after the model's dataChanged: wait on
+    # the bridge's signal, whose earlier-connected window slot has run by then.
+    await until(panel.retry_button.isEnabled, window.bridge.deployments_changed)
 
     panel.retry_button.click()
 
