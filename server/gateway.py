@@ -17,6 +17,7 @@ import socketio
 
 import protocol
 from protocol import ack_error, ack_ok
+from server.coalesce import Coalescer
 from server.errors import ServerError
 from server.ingest import StatusIngest
 from server.registry import AgentRegistry
@@ -65,6 +66,12 @@ class AgentGateway:
         self._listeners: list[Listener] = []
         self._tasks: set[asyncio.Task] = set()
         self.ingest: StatusIngest | None = None
+        # A storm of registrations (or of disconnects, when a site's network
+        # drops) is written as a few transactions, not one per agent.
+        self._registrations = Coalescer(
+            repository.register_devices, "device-registrations"
+        )
+        self._departures = Coalescer(repository.mark_offline_batch, "device-departures")
         if ingest_interval is not None:
             self.ingest = StatusIngest(repository, self.publish_change, ingest_interval)
             self.ingest.start()
@@ -173,7 +180,7 @@ class AgentGateway:
         if self._closing:
             self._gone_at_stop.append(agent_id)  # one write for all, in `close`
             return
-        device = await self.repository.mark_offline(agent_id)
+        device = await self._departures.submit(agent_id)
         log.info("agent %s disconnected [%s]: %s", agent_id, sid, reason)
         if device is not None:
             await self.publish(protocol.DEVICE_UPDATE, device)
@@ -202,7 +209,7 @@ class AgentGateway:
             )
 
         epoch = self.repository.jobs_epoch
-        device, jobs = await self.repository.register_device(reg)
+        device, jobs = await self._registrations.submit(reg)
         old_sid = await self.registry.bind(sid, reg.agent_id)
         if old_sid is not None:
             await self._close_replaced(reg.agent_id, old_sid)
@@ -449,8 +456,10 @@ class AgentGateway:
         for sid in list(self._roles):
             await self.sio.disconnect(sid)
         await self._wait_handlers()
+        await self._registrations.drain()
+        await self._departures.drain()
         if self._gone_at_stop:
-            await self.repository.mark_offline_many(self._gone_at_stop)
+            await self.repository.mark_offline_batch(self._gone_at_stop)
             self._gone_at_stop.clear()
         try:
             async with asyncio.timeout(STOP_GRACE_S):

@@ -137,54 +137,68 @@ class Repository:
 
     # --- devices --------------------------------------------------------------
 
-    async def register_device(
-        self, reg: protocol.AgentRegister
-    ) -> tuple[dict[str, Any], list[Job]]:
-        """Record (or refresh) the device of a registering agent; it is online now.
+    async def register_devices(
+        self, regs: list[protocol.AgentRegister]
+    ) -> list[tuple[dict[str, Any], list[Job]]]:
+        """Record (or refresh) the devices of registering agents, in one transaction;
+        they are online now. For each, in order: the device and the jobs it should be
+        running (targets pending or in progress), read in the same transaction.
 
-        Returns the device and the jobs it should be running (targets pending or
-        in progress), read in the same transaction; a new device has none.
+        An agent id that appears twice is one device, refreshed in order (the
+        later registration's fields win), and both get it as the batch left it.
         """
-        jobs: list[Job] = []
         async with self._sessions() as session, session.begin():
-            device = await session.scalar(
-                select(Device).where(Device.agent_id == reg.agent_id)
-            )
-            known = device is not None
-            if device is None:
-                device = Device(agent_id=reg.agent_id)
-                session.add(device)
-            device.hostname = reg.hostname
-            device.platform = reg.platform.value
-            device.os_version = reg.os_version
-            device.agent_version = reg.agent_version
-            device.ip = reg.ip
-            device.mac = reg.mac
-            device.online = True
-            device.last_seen = utcnow()
-            if known:
-                jobs = await _open_jobs(session, device)
-        return device_dict(device), jobs
+            agent_ids = list({reg.agent_id for reg in regs})
+            known = {
+                device.agent_id: device
+                for device in await session.scalars(
+                    select(Device).where(Device.agent_id.in_(agent_ids))
+                )
+            }
+            now = utcnow()
+            devices: list[Device] = []
+            for reg in regs:
+                device = known.get(reg.agent_id)
+                if device is None:
+                    device = known[reg.agent_id] = Device(agent_id=reg.agent_id)
+                    session.add(device)
+                device.hostname = reg.hostname
+                device.platform = reg.platform.value
+                device.os_version = reg.os_version
+                device.agent_version = reg.agent_version
+                device.ip = reg.ip
+                device.mac = reg.mac
+                device.online = True
+                device.last_seen = now
+                devices.append(device)
+            await session.flush()
+            dicts = [device_dict(device) for device in devices]
+            jobs = await _open_jobs_of(session, devices)
+        return [
+            (fields, jobs.get(device.id, []))
+            for device, fields in zip(devices, dicts, strict=True)
+        ]
 
-    async def mark_offline(self, agent_id: str) -> dict[str, Any] | None:
+    async def mark_offline_batch(
+        self, agent_ids: list[str]
+    ) -> list[dict[str, Any] | None]:
+        """Mark these agents' devices offline in one transaction; each one's device
+        as it is now, in order (None for an agent id with no device)."""
         async with self._sessions() as session, session.begin():
-            device = await session.scalar(
-                select(Device).where(Device.agent_id == agent_id)
-            )
-            if device is None:
-                return None
-            device.online = False
-            device.last_seen = utcnow()
-        return device_dict(device)
-
-    async def mark_offline_many(self, agent_ids: list[str]) -> None:
-        """Mark these agents' devices offline in one statement (at stop)."""
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Device)
-                .where(Device.agent_id.in_(agent_ids))
-                .values(online=False, last_seen=utcnow())
-            )
+            now = utcnow()
+            devices = {
+                device.agent_id: device
+                for device in await session.scalars(
+                    select(Device).where(Device.agent_id.in_(set(agent_ids)))
+                )
+            }
+            for device in devices.values():
+                device.online = False
+                device.last_seen = now
+        return [
+            device_dict(devices[agent_id]) if agent_id in devices else None
+            for agent_id in agent_ids
+        ]
 
     async def mark_all_offline(self) -> None:
         """At start: nobody is connected to a server that has just started."""
@@ -302,7 +316,7 @@ class Repository:
             device = await session.get(Device, device_id)
             if device is None:
                 return []
-            return await _open_jobs(session, device)
+            return (await _open_jobs_of(session, [device])).get(device.id, [])
 
     async def mark_sent(self, deployment_id: int, device_ids: list[int]) -> Change:
         """Note on still-pending targets that their job went to the agent."""
@@ -685,30 +699,56 @@ async def _fetch(session: AsyncSession, model, ids: list[int], what: str) -> lis
     return [rows[i] for i in ids]
 
 
-async def _open_jobs(session: AsyncSession, device: Device) -> list[Job]:
+async def _open_jobs_of(
+    session: AsyncSession, devices: list[Device]
+) -> dict[int, list[Job]]:
+    """The jobs (targets pending or in progress) of each of these devices, by
+    device id, oldest deployment first; two queries however many devices."""
+    by_id = {device.id: device for device in devices}
     rows = await session.execute(
-        select(DeploymentTarget.deployment_id, DeploymentTarget.attempt)
+        select(
+            DeploymentTarget.device_id,
+            DeploymentTarget.deployment_id,
+            DeploymentTarget.attempt,
+        )
         .where(
-            DeploymentTarget.device_id == device.id,
+            DeploymentTarget.device_id.in_(list(by_id)),
             DeploymentTarget.status.in_(_OPEN),
         )
         .order_by(DeploymentTarget.deployment_id)
     )
-    jobs = []
-    for deployment_id, attempt in rows.all():
-        packages = await _packages_of(session, deployment_id)
-        jobs.append(_job(deployment_id, device, packages, attempt))
+    open_targets = rows.all()
+    packages = await _packages_of_many(
+        session, {deployment_id for _, deployment_id, _ in open_targets}
+    )
+    jobs: dict[int, list[Job]] = {}
+    for device_id, deployment_id, attempt in open_targets:
+        jobs.setdefault(device_id, []).append(
+            _job(deployment_id, by_id[device_id], packages[deployment_id], attempt)
+        )
     return jobs
 
 
-async def _packages_of(session: AsyncSession, deployment_id: int) -> list[Software]:
-    rows = await session.scalars(
-        select(Software)
-        .join(DeploymentSoftware, DeploymentSoftware.software_id == Software.id)
-        .where(DeploymentSoftware.deployment_id == deployment_id)
-        .order_by(DeploymentSoftware.position)
+async def _packages_of_many(
+    session: AsyncSession, deployment_ids: set[int]
+) -> dict[int, list[Software]]:
+    """Each deployment's packages in install order, by deployment id."""
+    packages: dict[int, list[Software]] = {d: [] for d in deployment_ids}
+    if not deployment_ids:
+        return packages
+    rows = await session.execute(
+        select(DeploymentSoftware.deployment_id, Software)
+        .join(Software, DeploymentSoftware.software_id == Software.id)
+        .where(DeploymentSoftware.deployment_id.in_(deployment_ids))
+        .order_by(DeploymentSoftware.deployment_id, DeploymentSoftware.position)
     )
-    return list(rows)
+    for deployment_id, software in rows.all():
+        packages[deployment_id].append(software)
+    return packages
+
+
+async def _packages_of(session: AsyncSession, deployment_id: int) -> list[Software]:
+    return (await _packages_of_many(session, {deployment_id}))[deployment_id]
 
 
 async def _counts(

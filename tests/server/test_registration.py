@@ -361,3 +361,79 @@ async def test_oversized_message_is_dropped_and_others_are_served(server):
     assert [d["agent_id"] for d in await server.list_devices()] == ["agent-a"]
     await agent.close()
     await hostile.close()
+
+
+async def test_registration_storm_gives_every_agent_its_device_room_and_jobs(
+    server, package
+):
+    # A device that was here before and has a job waiting, then a storm of new
+    # agents registering at once with it (written in shared transactions).
+    veteran = FakeAgent(server.url, server.enrollment_token, "veteran")
+    await veteran.connect()
+    veteran_device = (await veteran.register())["device_id"]
+    await veteran.close()
+    waiting = await server.create_deployment([package["id"]], [veteran_device])
+
+    agents = [FakeAgent(server.url, server.enrollment_token, "veteran")]
+    agents += [
+        FakeAgent(server.url, server.enrollment_token, f"storm-{n}") for n in range(30)
+    ]
+    await asyncio.gather(*(agent.connect() for agent in agents))
+    acks = await asyncio.gather(*(agent.register() for agent in agents))
+
+    assert all(ack["ok"] for ack in acks)
+    assert acks[0]["device_id"] == veteran_device
+    assert acks[0]["open_deployments"] == [waiting["id"]]
+    assert len({ack["device_id"] for ack in acks}) == len(agents)
+    job = await agents[0].next(protocol.INSTALL_SOFTWARE)
+    assert job["deployment_id"] == waiting["id"]
+    devices = await server.list_devices()
+    assert len(devices) == len(agents)
+    assert all(device["online"] for device in devices)
+    # Every agent is in its room: a deployment to all reaches each one.
+    everyone = await server.create_deployment(
+        [package["id"]], [ack["device_id"] for ack in acks]
+    )
+    for agent in agents:
+        job = await agent.next(protocol.INSTALL_SOFTWARE)
+        assert job["deployment_id"] == everyone["id"]
+    await asyncio.gather(*(agent.close() for agent in agents))
+
+
+async def test_disconnect_storm_marks_every_device_offline(server, agent_factory):
+    agents = [await agent_factory() for _ in range(12)]
+    offline = asyncio.Event()
+    seen: set[int] = set()
+
+    def listener(event, payload):
+        if event == protocol.DEVICE_UPDATE and payload["online"] is False:
+            seen.add(payload["id"])
+            if len(seen) == len(agents):
+                offline.set()
+
+    server.add_listener(listener)
+    await asyncio.gather(*(agent.close() for agent in agents))
+
+    async with asyncio.timeout(TIMEOUT):
+        await offline.wait()
+    assert not any(device["online"] for device in await server.list_devices())
+
+
+async def test_one_agent_twice_in_one_batch_is_one_device_with_the_later_fields(
+    server,
+):
+    first, second = (
+        protocol.AgentRegister.model_validate(
+            FakeAgent(server.url, server.enrollment_token, "twice").registration(
+                hostname=name
+            )
+        )
+        for name in ("old-name", "new-name")
+    )
+
+    (one, _), (two, _) = await server.repository.register_devices([first, second])
+
+    assert one["id"] == two["id"]
+    assert two["hostname"] == "new-name"
+    [device] = await server.list_devices()
+    assert device["hostname"] == "new-name"
