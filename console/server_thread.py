@@ -80,7 +80,8 @@ class ThreadedServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self._started: _Started | None = None
+        self._started: _Started | None = None  # kept after stop, as DeployServer's
+        self._running = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._console_loop: asyncio.AbstractEventLoop | None = None
@@ -121,7 +122,7 @@ class ThreadedServer:
     @property
     def running(self) -> bool:
         """True from a successful `start()` until `stop()`."""
-        return self._started is not None
+        return self._running
 
     def _require(self) -> _Started:
         if self._started is None:
@@ -164,6 +165,7 @@ class ThreadedServer:
             raise
         self._started = started
         self._enrollment_token = started.enrollment_token
+        self._running = True
 
     async def stop(self) -> None:
         """Stop the server (agents see a clean disconnect, the database is
@@ -171,10 +173,10 @@ class ThreadedServer:
         if self._thread is None:
             return
         try:
-            if self._started is not None:
+            if self._running:
                 await self._call(self._stop_on_server_loop())
         finally:
-            self._started = None
+            self._running = False
             await self._end_thread()
 
     def _run_thread(
@@ -222,7 +224,7 @@ class ThreadedServer:
             except TimeoutError:
                 continue
         log.warning("the console ended without stopping its server; stopping it now")
-        if self._started is not None:
+        if self._running and self._started is not None:
             await self._started.server.stop()
 
     async def _end_thread(self) -> None:

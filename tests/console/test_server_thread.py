@@ -1,0 +1,316 @@
+"""The embedded server on its own thread: errors, events and shutdown cross cleanly.
+
+Real `DeployServer` on loopback behind `ThreadedServer`, real Socket.IO agent
+clients on the console's qasync loop, real SQLite files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from console.loop import gui_thread_collector
+from console.server_thread import THREAD_NAME, ThreadedServer
+from protocol import DEVICE_UPDATE, SOFTWARE_DEPLOYMENT_UPDATE
+from server.config import ServerConfig
+from server.errors import DataDirError, NotFoundError, PortInUseError
+from tests.console.conftest import WAIT_S, until
+from tests.console.fake_agent import FakeAgent
+
+
+def _server_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+def _threads_left_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads started since `before` that are still alive once they have had
+    `WAIT_S` to end (the database driver's worker ends right after its close)."""
+    new = [t for t in threading.enumerate() if t not in before]
+    for thread in new:
+        thread.join(WAIT_S)
+    return [t for t in new if t.is_alive()]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ServerConfig:
+    return ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+async def threaded(config: ServerConfig) -> AsyncIterator[ThreadedServer]:
+    server = ThreadedServer(config)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+class Recorder:
+    """A listener that notes each event with the thread it was called on."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any], int]] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, event: str, payload: dict[str, Any]) -> None:
+        self.calls.append((event, payload, threading.get_ident()))
+        self.changed.set()
+
+    async def wait_for(self, predicate) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+    def payloads(self, event: str) -> list[dict[str, Any]]:
+        return [p for e, p, _ in self.calls if e == event]
+
+
+async def _agent(server: ThreadedServer, agent_id: str) -> FakeAgent:
+    return await FakeAgent(
+        server.url, server.enrollment_token, agent_id, agent_id
+    ).connect()
+
+
+# --- start and stop ------------------------------------------------------------
+
+
+async def test_runs_the_server_on_a_thread_of_its_own(threaded):
+    server_thread = await threaded.on_server_loop(lambda _s: threading.current_thread())
+
+    assert server_thread.name == THREAD_NAME
+    assert server_thread is not threading.current_thread()
+    assert threaded.url == f"http://127.0.0.1:{threaded.port}"
+
+
+async def test_port_in_use_reaches_the_caller_and_leaves_no_thread(config, taken_port):
+    before = set(threading.enumerate())
+    server = ThreadedServer(dataclasses.replace(config, port=taken_port))
+
+    with pytest.raises(PortInUseError, match=f"Port {taken_port} is already used"):
+        await server.start()
+
+    assert _server_threads() == []
+    assert _threads_left_since(before) == []
+    assert not server.running
+
+
+async def test_unusable_data_folder_reaches_the_caller_and_leaves_no_thread(
+    tmp_path,
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("where the data folder should be")
+    before = set(threading.enumerate())
+    server = ThreadedServer(ServerConfig(port=0, data_dir=blocker / "data"))
+
+    with pytest.raises(DataDirError):
+        await server.start()
+
+    assert _server_threads() == []
+    assert _threads_left_since(before) == []
+
+
+async def test_stop_ends_the_server_thread_and_every_thread_it_started(config):
+    before = set(threading.enumerate())
+    server = ThreadedServer(config)
+    await server.start()
+    agent = await _agent(server, "agent-1")
+
+    await server.stop()
+
+    assert _server_threads() == []
+    await asyncio.wait_for(agent.disconnected.wait(), WAIT_S)
+    await agent.close()
+    assert _threads_left_since(before) == []
+    await server.stop()  # a second stop does nothing
+
+
+async def test_a_stopped_server_can_be_replaced_on_the_same_folder(config):
+    first = ThreadedServer(config)
+    await first.start()
+    software = await first.list_software()
+    await first.stop()
+
+    second = ThreadedServer(config)
+    await second.start()
+    try:
+        assert await second.list_software() == software
+        assert second.admin_token == first.admin_token
+    finally:
+        await second.stop()
+
+
+async def test_collection_runs_on_the_console_thread_while_the_server_runs(config):
+    enabled_before = gc.isenabled()
+    server = ThreadedServer(config)
+    await server.start()
+    try:
+        assert not gc.isenabled()
+    finally:
+        await server.stop()
+
+    assert gc.isenabled() == enabled_before
+
+
+def test_the_collector_collects_what_is_due_and_nothing_else(qapp):
+    gui_thread_collector.acquire()  # automatic collection off, as with a server
+    try:
+        gc.collect()
+        nothing_due = gui_thread_collector.collect_due()
+        for _ in range(gc.get_threshold()[0] + 10):
+            cycle: list[Any] = []
+            cycle.append(cycle)
+        counted = gc.get_count()[0]
+        collected = gui_thread_collector.collect_due()
+    finally:
+        gui_thread_collector.release()
+
+    assert nothing_due is None
+    assert counted > gc.get_threshold()[0]
+    assert collected in (0, 1, 2)
+
+
+# --- calls ------------------------------------------------------------------------
+
+
+async def test_calls_return_the_servers_answers(threaded, tmp_path):
+    installer = tmp_path / "tool-1.0.sh"
+    installer.write_text("#!/bin/sh\necho installed\n")
+    fractions: list[tuple[float, int]] = []
+
+    row = await threaded.add_software(
+        installer,
+        name="Tool",
+        version="1.0",
+        installer_type="script",
+        progress=lambda f: fractions.append((f, threading.get_ident())),
+    )
+
+    assert await threaded.list_software() == [row]
+    assert fractions[-1][0] == 1.0
+    assert {ident for _, ident in fractions} == {threading.get_ident()}
+
+
+async def test_server_errors_reach_the_caller_unchanged(threaded):
+    with pytest.raises(NotFoundError, match="No deployment with id 12345"):
+        await threaded.get_deployment(12345)
+
+
+async def test_a_new_enrollment_token_is_the_one_agents_need(threaded):
+    old = threaded.enrollment_token
+
+    new = await threaded.regenerate_enrollment_token()
+
+    assert threaded.enrollment_token == new != old
+    agent = await _agent(threaded, "agent-new-token")
+    await agent.close()
+
+
+# --- listeners ----------------------------------------------------------------
+
+
+async def test_listeners_are_called_on_the_console_thread_in_the_servers_order(
+    threaded, tmp_path
+):
+    recorder = Recorder()
+    threaded.add_listener(recorder)
+    agents = [await _agent(threaded, f"agent-{n}") for n in range(1, 6)]
+    installer = tmp_path / "tool-1.0.sh"
+    installer.write_text("#!/bin/sh\necho installed\n")
+    software = await threaded.add_software(
+        installer, name="Tool", version="1.0", installer_type="script"
+    )
+    deployment = await threaded.create_deployment(
+        [software["id"]], [agents[0].device_id]
+    )
+    await asyncio.wait_for(agents[0].jobs.get(), WAIT_S)
+    steps = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    for progress in steps:
+        await agents[0].report(deployment["id"], "downloading", progress)
+    try:
+        await recorder.wait_for(
+            lambda: any(
+                p["progress"] == steps[-1]
+                for p in recorder.payloads(SOFTWARE_DEPLOYMENT_UPDATE)
+            )
+        )
+    finally:
+        for agent in agents:
+            await agent.close()
+
+    assert {ident for _, _, ident in recorder.calls} == {threading.get_ident()}
+    registered = [p["agent_id"] for p in recorder.payloads(DEVICE_UPDATE)][:5]
+    assert registered == [f"agent-{n}" for n in range(1, 6)]
+    progress = [
+        p["progress"]
+        for p in recorder.payloads(SOFTWARE_DEPLOYMENT_UPDATE)
+        if p["status"] == "in_progress"
+    ]
+    assert progress == steps
+
+
+async def test_no_event_reaches_a_listener_after_it_unsubscribed(threaded):
+    leaving, staying = Recorder(), Recorder()
+    unsubscribe = threaded.add_listener(leaving)
+    threaded.add_listener(staying)
+    first = await _agent(threaded, "agent-1")
+    await leaving.wait_for(lambda: leaving.payloads(DEVICE_UPDATE))
+
+    unsubscribe()
+    seen_before = len(leaving.calls)
+    second = await _agent(threaded, "agent-2")
+    await staying.wait_for(
+        lambda: any(p["agent_id"] == "agent-2" for p in staying.payloads(DEVICE_UPDATE))
+    )
+    for agent in (first, second):
+        await agent.close()
+
+    assert len(leaving.calls) == seen_before
+
+
+async def test_a_failing_listener_does_not_stop_the_others(threaded, caplog):
+    def broken(event: str, payload: dict[str, Any]) -> None:
+        raise ValueError("a bug in one listener")
+
+    recorder = Recorder()
+    threaded.add_listener(broken)
+    threaded.add_listener(recorder)
+
+    agent = await _agent(threaded, "agent-1")
+    await recorder.wait_for(lambda: recorder.payloads(DEVICE_UPDATE))
+    await agent.close()
+
+    failures = [r for r in caplog.records if "listener" in r.getMessage()]
+    assert failures and failures[0].exc_info[0] is ValueError
+    caplog.clear()  # the logged error is what this test expects
+
+
+# --- the window -----------------------------------------------------------------
+
+
+async def test_an_agent_on_the_server_thread_appears_in_the_device_model(
+    session, agents
+):
+    assert isinstance(session.server, ThreadedServer)
+    assert _server_threads()
+    model = session.window.devices
+
+    agent = await agents("agent-threaded", "PC-THREADED-01")
+    await until(lambda: model.row_of(agent.device_id) is not None, model.rowsInserted)
+
+    assert model.device(agent.device_id).online
