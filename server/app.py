@@ -22,7 +22,7 @@ from server.http_api import setup_routes
 from server.packages import PackageStore, Progress
 from server.registry import AgentRegistry, InMemoryAgentRegistry, RedisAgentRegistry
 from server.repository import Change, Repository
-from server.sockets import CheckedPacket, LibraryLog
+from server.sockets import CheckedPacket, LibraryLog, WireJson
 from server.tokens import Tokens, load_tokens, new_token, store_enrollment_token
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class DeployServer:
                 client_manager=manager,
                 max_http_buffer_size=MAX_SOCKET_MESSAGE,
                 serializer=CheckedPacket,
+                json=WireJson,
                 logger=LibraryLog(),
                 engineio_logger=LibraryLog(),
             )
@@ -165,7 +166,12 @@ class DeployServer:
         except BaseException:
             await self._close()
             raise
-        log.info("server listening on %s (data in %s)", self.url, config.data_dir)
+        log.info(
+            "server listening on %s (data in %s; %s event loop)",
+            self.url,
+            config.data_dir,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
 
     def _prepare_data_dir(self) -> Tokens:
         """Create and check the data folder; load the tokens (blocking, executor)."""

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from server import loops
 from server.app import DeployServer
 from server.config import DEFAULT_PORT, ServerConfig, default_data_dir
 from server.errors import ServerError
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        return asyncio.run(run(args))
+        return loops.run(run(args))
     except KeyboardInterrupt:  # Windows, where there is no signal handler
         return 0
 

@@ -110,3 +110,14 @@ async def test_signal_stops_the_server_cleanly(tmp_path, signum):
     assert process.returncode == 0
     assert "server stopped" in stderr.decode()
     assert "Task was destroyed" not in stderr.decode()
+
+
+async def test_runs_on_uvloop_where_it_is_installed(tmp_path):
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not for Windows")
+    process, _ = await _start("--data-dir", str(tmp_path))
+
+    process.send_signal(signal.SIGINT)
+    async with asyncio.timeout(STARTUP):
+        _, stderr = await process.communicate()
+
+    assert uvloop.__name__ + " event loop" in stderr.decode()

@@ -84,6 +84,42 @@ async def test_broken_json_is_answered_with_an_error(server, raw):
     assert ack == {"ok": False, "error": "the message is not valid JSON"}
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"agent_id": NaN}',  # not JSON, though Python's json module reads it
+        '{"agent_id": "\\ud800"}',  # a lone surrogate: no text can hold it
+    ],
+)
+async def test_json_that_only_python_accepts_is_refused(server, raw, payload):
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+
+    await raw.send('428["agent_register", ' + payload + "]")
+
+    [ack] = await raw.ack(8)
+    assert ack == {"ok": False, "error": "the message is not valid JSON"}
+    assert await server.list_devices() == []
+
+
+async def test_an_id_beyond_64_bits_is_refused_not_stored(server, raw):
+    await raw.join({"role": "agent", "token": server.enrollment_token})
+    registration = FakeAgent(server.url, None, "agent-a").registration()
+    await raw.send("421" + json.dumps([protocol.AGENT_REGISTER, registration]))
+    [registered] = await raw.ack(1)
+    report = {
+        "deployment_id": 1234567890123456789012345678901234567890,
+        "device_id": registered["device_id"],
+        "status": "installing",
+        "progress": 50,
+    }
+
+    await raw.send("422" + json.dumps([protocol.SOFTWARE_INSTALLATION_STATUS, report]))
+
+    [ack] = await raw.ack(2)
+    assert ack["ok"] is False
+    assert "deployment_id" in ack["error"]
+
+
 async def test_broken_json_before_connecting_is_one_line_without_traceback(
     server, raw, caplog
 ):
