@@ -271,15 +271,18 @@ class Repository:
                 "message": WAITING_FOR_AGENT,
                 "attempt": 1,
             }
+            # One executemany, then the ids in one query: INSERT ... RETURNING with
+            # its rows matched to the parameters is one statement per row on SQLite.
+            await session.execute(
+                insert(DeploymentTarget),
+                [{**new_target, "device_id": d.id} for d in devices],
+            )
             target_ids = dict(
                 (
                     await session.execute(
-                        insert(DeploymentTarget).returning(
-                            DeploymentTarget.device_id,
-                            DeploymentTarget.id,
-                            sort_by_parameter_order=True,
-                        ),
-                        [{**new_target, "device_id": d.id} for d in devices],
+                        select(DeploymentTarget.device_id, DeploymentTarget.id).where(
+                            DeploymentTarget.deployment_id == deployment.id
+                        )
                     )
                 ).all()
             )
