@@ -602,6 +602,21 @@ class Fleet:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the worker processes have used so far.
+
+        What the simulated agents cost: on a machine shared with the server under
+        test, every second of it is taken from the server.
+        """
+        import psutil
+
+        total = 0.0
+        for pid in self.pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = psutil.Process(pid).cpu_times()
+                total += times.user + times.system
+        return total
+
     async def _ask(self, index: int, command: dict[str, Any]) -> dict[str, Any]:
         proc = self._workers[index]
         assert proc.stdin is not None and proc.stdout is not None

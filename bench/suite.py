@@ -241,10 +241,12 @@ async def _storm(
     """
     rss_before = await server.collected_rss_bytes(http)
     cpu_before = server.cpu_seconds()
+    fleet_cpu_before = fleet.cpu_seconds()
     start = time.monotonic()
     results = await fleet.connect(settings.agents)
     elapsed = time.monotonic() - start
     cpu = server.cpu_seconds() - cpu_before
+    fleet_cpu = fleet.cpu_seconds() - fleet_cpu_before
     registered = [r for r in results if r["ok"]]
     errors = [r.get("error") for r in results if not r["ok"]]
     for error in errors[:3]:
@@ -261,6 +263,7 @@ async def _storm(
         "elapsed_s": elapsed,
         "errors": len(errors),
         "cpu_s_per_1000": cpu / count * 1000,
+        "fleet_cpu_s_per_1000": fleet_cpu / count * 1000,
     }
     memory = {
         "agents": len(registered),
@@ -357,34 +360,57 @@ async def _ingestion_step(
     sending = settings.ingest_seconds
     await fleet.configure(install_seconds=sending, report_hz=hz, skip_download=True)
     await fleet.stats(jobs=False, reset=True)
+    fleet_cpu_before = fleet.cpu_seconds()
     start = time.monotonic()
-    deployment = await api.create_deployment(
-        [software_id], device_ids, f"bench ingestion {hz} Hz"
+    # Sampling starts with the request, not after its answer: a server busy with
+    # the reports of the agents it already told may answer after the whole window.
+    post = asyncio.ensure_future(
+        api.create_deployment([software_id], device_ids, f"bench ingestion {hz} Hz")
     )
+    answered: list[float] = []
+    post.add_done_callback(lambda _: answered.append(time.monotonic()))
+    wait: asyncio.Future[float] | None = None
     samples: list[tuple[float, dict[str, int]]] = []
-    wait = asyncio.ensure_future(
-        console.wait_finished(deployment["id"], settings.deployment_timeout)
-    )
     finished: float | None = None
     try:
-        while not wait.done() and time.monotonic() < start + sending:
+        while time.monotonic() < start + sending:
             stats = await fleet.stats(jobs=False)
             samples.append((stats["t"], stats["counters"]))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(wait), sending / 20)
+            if wait is None and post.done():
+                wait = asyncio.ensure_future(
+                    console.wait_finished(
+                        post.result()["id"], settings.deployment_timeout
+                    )
+                )
+            if wait is not None and wait.done():
+                break  # finished (or gave up) early
+            await asyncio.wait({wait or post}, timeout=sending / 20)
+        deployment = await post
+        if wait is None:
+            wait = asyncio.ensure_future(
+                console.wait_finished(deployment["id"], settings.deployment_timeout)
+            )
         with contextlib.suppress(TimeoutError):
             finished = await wait
     finally:
-        wait.cancel()
+        post.cancel()
+        if wait is not None:
+            wait.cancel()
     final = await fleet.stats(jobs=False)
+    fleet_cpu = fleet.cpu_seconds() - fleet_cpu_before
+    sent = final["counters"]["reports_sent"]
     rate = _window_rate(samples, start + 0.2 * sending, start + 0.9 * sending)
     status = await api.get_deployment(deployment["id"])
     step = {
         "hz": hz,
         "offered_per_s": len(device_ids) * hz,
         **rate,
-        "steady": rate["backlog_growth"] <= max(10.0, 0.05 * len(device_ids) * hz),
+        "steady": rate["measured"]
+        and rate["backlog_growth"] <= max(10.0, 0.05 * len(device_ids) * hz),
+        "api_call_s": answered[0] - start,
         "refused": final["counters"]["reports_refused"],
+        "fleet_cpu_s": fleet_cpu,
+        "fleet_cpu_ms_per_report": fleet_cpu / sent * 1000 if sent else None,
         "drain_s": None if finished is None else finished - (start + sending),
         "drained": finished is not None,
         "targets_not_success": sum(
@@ -403,10 +429,19 @@ async def _ingestion_step(
 def _window_rate(
     samples: list[tuple[float, dict[str, int]]], t_from: float, t_to: float
 ) -> dict[str, float]:
-    """Sent and acknowledged events per second between two times, backlog change."""
+    """Sent and acknowledged events per second between two times, backlog change.
+
+    `measured` is False when fewer than two samples fell anywhere in the step:
+    then nothing is known, which must not read as "kept up".
+    """
     window = [s for s in samples if t_from <= s[0] <= t_to] or samples
     if len(window) < 2:
-        return {"sent_per_s": 0.0, "events_per_s": 0.0, "backlog_growth": 0.0}
+        return {
+            "sent_per_s": 0.0,
+            "events_per_s": 0.0,
+            "backlog_growth": 0.0,
+            "measured": False,
+        }
     (t_a, c_a), (t_b, c_b) = window[0], window[-1]
     span = max(t_b - t_a, 1e-6)
     backlog_a = c_a["reports_sent"] - c_a["reports_acked"]
@@ -415,6 +450,7 @@ def _window_rate(
         "sent_per_s": (c_b["reports_sent"] - c_a["reports_sent"]) / span,
         "events_per_s": (c_b["reports_acked"] - c_a["reports_acked"]) / span,
         "backlog_growth": float(backlog_b - backlog_a),
+        "measured": True,
     }
 
 

@@ -93,11 +93,13 @@ async def test_fleet_agents_register_each_as_its_own_device(peer, client):
     async with Fleet(options, processes=2, **client) as fleet:
         results = await fleet.connect(6, prefix="reg")
         stats = await fleet.stats()
+        cpu = fleet.cpu_seconds()
 
     assert all(r["ok"] for r in results), results
     assert len({r["device_id"] for r in results}) == 6
     assert sorted(peer.devices) == sorted(r["agent_id"] for r in results)
     assert stats["connected"] == 6
+    assert cpu > 0
     assert all(r["t_start"] <= r["t_connected"] <= r["t_registered"] for r in results)
 
 

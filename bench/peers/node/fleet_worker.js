@@ -66,7 +66,7 @@ function round2(value) {
   return Math.round(value * 100) / 100;
 }
 
-/** A job step failed for a reason worth reporting (the Python side's _DownloadError). */
+/** A job step failed for a reason worth reporting (Python's _DownloadError). */
 class JobError extends Error {
   constructor(kind, message) {
     super(message);
@@ -328,7 +328,8 @@ class SimAgent {
         const response = await fetch(url, { headers, signal });
         if (response.status !== 200 && response.status !== 206) {
           await response.body?.cancel();
-          throw new JobError("_DownloadError", `HTTP ${response.status} for ${item.url}`);
+          throw new JobError(
+            "_DownloadError", `HTTP ${response.status} for ${item.url}`);
         }
         if (received && response.status === 200) {
           digest = crypto.createHash("sha256"); // Range ignored: start over
@@ -354,7 +355,8 @@ class SimAgent {
         "_DownloadError", `download of ${item.url} failed ${DOWNLOAD_ATTEMPTS}x`);
     }
     if (received !== item.size || digest.digest("hex") !== item.sha256) {
-      throw new JobError("_DownloadError", `${item.file_name}: size or sha256 mismatch`);
+      throw new JobError(
+        "_DownloadError", `${item.file_name}: size or sha256 mismatch`);
     }
     this.counters.bytes_downloaded += received;
   }
