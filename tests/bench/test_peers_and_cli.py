@@ -1,5 +1,5 @@
 """The peers' forced collection before memory readings, the fleet's command line with
-either client, and the run's heading naming the client.
+either client, the run's heading naming the client, and the ingestion window.
 
 The Node peer runs as the benchmarks run it (`node --expose-gc server.js`, a real
 subprocess); the bare python-socketio peer runs in the test's loop.
@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bench import procs, report
+from bench import procs, report, suite
 from bench.fleet import node_client_missing, pick_client
 from bench.peers.bare_python import BarePeer
 from tests.bench.bench_helpers import ADMIN, TOKEN, as_server, serve
@@ -171,3 +171,25 @@ def test_table_heading_names_the_fleet_client():
 
     assert "1000 agents" in line
     assert "node v20.1.0 socket.io-client 4.8.4" in line
+
+
+def test_ingestion_window_without_samples_is_unmeasured_not_steady():
+    rate = suite._window_rate([], 0.0, 10.0)
+
+    assert rate["measured"] is False
+
+
+def test_ingestion_window_rate_and_backlog_from_first_and_last_sample():
+    counters = [
+        (1.0, {"reports_sent": 0, "reports_acked": 0}),
+        (3.0, {"reports_sent": 1000, "reports_acked": 900}),
+    ]
+
+    rate = suite._window_rate(counters, 0.0, 10.0)
+
+    assert rate == {
+        "sent_per_s": 500.0,
+        "events_per_s": 450.0,
+        "backlog_growth": 100.0,
+        "measured": True,
+    }
