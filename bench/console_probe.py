@@ -13,6 +13,15 @@ at a time, which phase is running:
     stop           print every segment's p50/p99/max and exit
 
 Every answer is one JSON line on stdout.
+
+The console runs its server as `deploy-console` does, on a thread of its own
+(`console.server_thread.ThreadedServer`); a second probe then samples the server
+loop's lag too (`server_segments`). Two environment variables are for experiments:
+`BENCH_CONSOLE_SERVER=loop` runs the server on the window's loop as the console did
+before, to compare on the same tree; `BENCH_SWITCH_INTERVAL=<seconds>` sets
+`sys.setswitchinterval` in the console process; `BENCH_CONSOLE_PROFILE=<file>`
+writes pyinstrument's text report of the console thread during the reporting
+phase there.
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ logger = logging.getLogger(__name__)
 PROBE_INTERVAL = 0.010
 READY_TIMEOUT = 120.0
 REPORT_HZ = 2.0
+SERVER_MODE_ENV = "BENCH_CONSOLE_SERVER"
+SWITCH_INTERVAL_ENV = "BENCH_SWITCH_INTERVAL"
+PROFILE_ENV = "BENCH_CONSOLE_PROFILE"
 
 
 def missing() -> str | None:
@@ -128,19 +140,25 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
                 shown = await probe.ask("device_list")
         finally:
             await listener.close()
-        segments = (await probe.ask("stop"))["segments"]
+        stopped = await probe.ask("stop")
     finally:
         await probe.close()
+    segments = stopped["segments"]
+    server_segments = stopped.get("server_segments") or {}
     reporting = segments.get("reporting", {})
     return {
         "devices": len(device_ids),
         "report_hz": REPORT_HZ,
+        "server": ready.get("server"),
+        "switch_interval_ms": ready.get("switch_interval_ms"),
         "lag_p50_ms": reporting.get("p50_ms"),
         "lag_p99_ms": reporting.get("p99_ms"),
         "lag_max_ms": reporting.get("max_ms"),
+        "server_lag_p99_ms": server_segments.get("reporting", {}).get("p99_ms"),
         "device_list_s": shown["seconds"],
         "device_list_rows": shown["rows"],
         "segments": segments,
+        "server_segments": server_segments,
     }
 
 
@@ -303,8 +321,14 @@ async def _time_device_list(server: Any, expected: int) -> dict[str, Any]:
 
 async def _console_main(args: argparse.Namespace) -> None:
     from console.loop import settle_memory
+    from console.server_thread import ThreadedServer
     from console.session import ConsoleSession
+    from server.app import DeployServer
     from server.config import ServerConfig
+
+    mode = os.environ.get(SERVER_MODE_ENV, "thread")
+    if os.environ.get(SWITCH_INTERVAL_ENV):
+        sys.setswitchinterval(float(os.environ[SWITCH_INTERVAL_ENV]))
 
     config = ServerConfig(
         host="127.0.0.1",
@@ -313,32 +337,82 @@ async def _console_main(args: argparse.Namespace) -> None:
         enrollment_token=os.environ.get("DEPLOY_ENROLLMENT_TOKEN"),
         admin_token=os.environ.get("DEPLOY_ADMIN_TOKEN"),
     )
-    session = ConsoleSession(config)
+    session = ConsoleSession(
+        config, server_factory=DeployServer if mode == "loop" else ThreadedServer
+    )
     await session.start()
     settle_memory()  # as `deploy-console` does after starting (console/app.py)
     session.window.show()
     probe = _LagProbe()
     sampler = asyncio.ensure_future(probe.sample())
+    server = session.server
+    server_probe: _LagProbe | None = None
+    server_sampler: Any = None
+    if isinstance(server, ThreadedServer):
+        server_probe = _LagProbe()
+        server_sampler = await server.on_server_loop(
+            lambda _server: asyncio.ensure_future(server_probe.sample())
+        )
     stdin = _StdinCommands(asyncio.get_running_loop())
     commands = stdin.queue
-    _answer({"url": session.server.url})
+    profiler: Any = None
+    _answer(
+        {
+            "url": session.server.url,
+            "server": mode,
+            "switch_interval_ms": sys.getswitchinterval() * 1000,
+        }
+    )
     try:
         while True:
             command = await commands.get()
             if command.startswith("mark "):
+                profiler = _profile_phase(profiler, command.removeprefix("mark "))
                 probe.mark(command.removeprefix("mark "))
+                if server_probe is not None:
+                    server_probe.mark(command.removeprefix("mark "))
                 _answer({"ok": True})
             elif command == "device_list":
                 expected = len(await session.server.list_devices())
                 _answer(await _time_device_list(session.server, expected))
             elif command == "stop":
-                _answer({"ok": True, "segments": probe.summary()})
+                _answer(
+                    {
+                        "ok": True,
+                        "segments": probe.summary(),
+                        "server_segments": server_probe and server_probe.summary(),
+                    }
+                )
                 return
     finally:
         stdin.close()
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
+        if server_sampler is not None and server.running:
+            await server.on_server_loop(lambda _server: server_sampler.cancel())
         await session.stop()
+
+
+def _profile_phase(profiler: Any, phase: str) -> Any:
+    """Profile the console thread while the fleet reports (`BENCH_CONSOLE_PROFILE`).
+
+    pyinstrument samples the thread that starts it: here the console's, not the
+    server's. Returns the running profiler, or None.
+    """
+    path = os.environ.get(PROFILE_ENV)
+    if not path:
+        return None
+    if profiler is not None:
+        profiler.stop()
+        Path(path).write_text(profiler.output_text(unicode=True, show_all=False))
+        return None
+    if phase != "reporting":
+        return None
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler.start()
+    return profiler
 
 
 def _answer(reply: dict[str, Any]) -> None:

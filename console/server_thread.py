@@ -29,7 +29,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -201,7 +201,10 @@ class ThreadedServer:
             else:
                 log.exception("the server thread failed")
         finally:
-            _tell_console(console_loop, thread_ended)
+            # A console thread that has ended waits for nothing (and its loop may
+            # be half torn down): tell only a living one.
+            if console_thread.is_alive():
+                _tell_console(console_loop, thread_ended)
 
     async def _serve(
         self,
@@ -318,19 +321,18 @@ class ThreadedServer:
             raise RuntimeError("the server is not started")
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
-    async def on_server_loop(
-        self, function: Callable[[DeployServer], Awaitable[T] | T]
-    ) -> T:
-        """`function(server)` on the server loop, awaited if it returns an awaitable.
+    async def on_server_loop(self, function: Callable[[DeployServer], Any]) -> Any:
+        """`function(server)` on the server loop; a coroutine it returns is awaited
+        there (a task or future is handed back as it is).
 
-        For tests and diagnostics that need the server's internals (its gateway,
-        repository): they may only be touched on the server thread.
+        For tests, diagnostics and the benchmark, which need the server's internals
+        (its gateway, repository) or its loop: they may only be touched there.
         """
         server = self._require().server
 
-        async def run() -> T:
+        async def run() -> Any:
             result = function(server)
-            if isinstance(result, Awaitable):
+            if asyncio.iscoroutine(result):
                 return await result
             return result
 

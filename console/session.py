@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtWidgets import QApplication
@@ -36,6 +37,9 @@ class ConsoleSession:
             deploy the first sample to them (`server.demo`).
         agent_command: how the demo starts an agent (default `python -m agent`;
             a frozen console passes its bundled `deploy-agent`).
+        server_factory: makes the server from the config; default `ThreadedServer`.
+            The benchmark passes `DeployServer` to measure the server on the
+            window's own loop, as the console ran it before.
     """
 
     def __init__(
@@ -44,11 +48,13 @@ class ConsoleSession:
         *,
         demo: bool = False,
         agent_command: list[str] | None = None,
+        server_factory: Callable[[ServerConfig], Any] = ThreadedServer,
     ) -> None:
         self.config = config
         self.demo = demo
         self.agent_command = agent_command
-        self.server: ThreadedServer | None = None
+        self._server_factory = server_factory
+        self.server: Any = None  # a ThreadedServer unless the factory says else
         # Closing the window must not quit Qt under the loop: the session stops
         # the server first, then the program's coroutine returns.
         QApplication.instance().setQuitOnLastWindowClosed(False)
@@ -119,10 +125,10 @@ class ConsoleSession:
         server = await self._start_server()
         log.info("server restarted on port %s", server.port)
 
-    async def _start_server(self) -> ThreadedServer:
+    async def _start_server(self) -> Any:
         """Start the server on its thread and show it; start errors propagate
         unchanged and leave no thread behind."""
-        server = ThreadedServer(self.config)
+        server = self._server_factory(self.config)
         await server.start()
         self.server = server
         self.window.attach(server)

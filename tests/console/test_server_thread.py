@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,6 +27,8 @@ from server.config import ServerConfig
 from server.errors import DataDirError, NotFoundError, PortInUseError
 from tests.console.conftest import WAIT_S, until
 from tests.console.fake_agent import FakeAgent
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _server_threads() -> list[threading.Thread]:
@@ -138,6 +143,45 @@ async def test_stop_ends_the_server_thread_and_every_thread_it_started(config):
     await agent.close()
     assert _threads_left_since(before) == []
     await server.stop()  # a second stop does nothing
+
+
+FORGETFUL_CONSOLE = """
+import asyncio, logging, sys
+from pathlib import Path
+from PySide6.QtWidgets import QApplication
+from console.loop import new_event_loop
+from console.server_thread import ThreadedServer
+from server.config import ServerConfig
+
+async def main():
+    config = ServerConfig(host="127.0.0.1", port=0, data_dir=Path(sys.argv[1]))
+    server = ThreadedServer(config)
+    await server.start()
+    print("listening", flush=True)  # and returns without stop()
+
+logging.basicConfig(level=logging.WARNING)
+app = QApplication([])
+with asyncio.Runner(loop_factory=lambda: new_event_loop(app)) as runner:
+    runner.run(main())
+"""
+
+
+def test_a_console_that_ends_without_stop_still_lets_the_process_exit(tmp_path):
+    """The server thread is not a daemon: had it no watch on the console's
+    thread, a console ending by an uncaught error would hang at exit."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORGETFUL_CONSOLE, str(tmp_path / "data")],
+        cwd=REPO,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "listening"
+    assert "the console ended without stopping its server" in result.stderr
 
 
 async def test_a_stopped_server_can_be_replaced_on_the_same_folder(config):
