@@ -371,21 +371,28 @@ class AgentGateway:
         registers; sent ones are marked "sent to agent" for the consoles.
         """
         sent: dict[int, list[int]] = {}
+        online: list[Job] = []
         for job in jobs:
-            if not await self.registry.is_connected(job.agent_id):
+            if await self.registry.is_connected(job.agent_id):
+                online.append(job)
+                sent.setdefault(job.deployment_id, []).append(job.device_id)
+            else:
                 log.debug(
                     "deployment %s: agent %s offline; job waits",
                     job.deployment_id,
                     job.agent_id,
                 )
-                continue
-            await self.sio.emit(
-                protocol.INSTALL_SOFTWARE, job.payload, room=job.agent_id
+        # All at once: one emit after another would give the loop to every
+        # report in between, and the last agent of a big deployment would hear
+        # of its job only after the first ones had finished theirs.
+        await asyncio.gather(
+            *(
+                self.sio.emit(protocol.INSTALL_SOFTWARE, job.payload, room=job.agent_id)
+                for job in online
             )
-            sent.setdefault(job.deployment_id, []).append(job.device_id)
-            log.debug(
-                "deployment %s: job sent to agent %s", job.deployment_id, job.agent_id
-            )
+        )
+        if online:
+            log.debug("%d job(s) sent", len(online))
         for deployment_id, device_ids in sent.items():
             if self.ingest is not None:
                 await self.ingest.mark_sent(deployment_id, device_ids)
