@@ -6,8 +6,9 @@
 `--quick` is the CI smoke run (20 agents, a 4 MB package, a few seconds per server).
 Peers that are not installed are skipped with the reason in the JSON ("skipped").
 `--client` picks the simulated agents' Socket.IO client (bench/fleet.py): Node's
-socket.io-client offers far more reports/s per core than python-socketio's;
-`auto` (the default) takes it when bench/peers/node/setup.sh has run.
+socket.io-client spends about half the CPU per status report of python-socketio's,
+CPU the server under test gets back on shared cores; `auto` (the default) takes it
+when bench/peers/node/setup.sh has run.
 Exit status: 0 when every benchmark ran without an error, 1 otherwise.
 """
 

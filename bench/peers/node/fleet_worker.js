@@ -13,9 +13,10 @@
 //
 // Times are CLOCK_MONOTONIC seconds, the clock of Python's time.monotonic() on
 // Linux (process.hrtime.bigint() reads it through libuv's uv_hrtime), so the
-// controller can compare them with its own; tests/bench/test_node_fleet.py checks it.
-// It exists because the Python clients cost so much CPU on two cores that they
-// cannot offer the server more than ~2,500 reports/s (bench/README.md).
+// controller can compare them with its own (Fleet.start checks it, and so does
+// tests/bench/test_fleet_simulator.py). It exists because on two shared cores every
+// CPU second the simulated agents spend is taken from the server under test, and
+// these clients spend about half of what python-socketio's do per status report.
 "use strict";
 
 const crypto = require("node:crypto");
