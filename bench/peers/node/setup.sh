@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install the reference Node.js socket.io server's dependencies from the npm registry.
+# Install, from the npm registry, what the reference Node.js socket.io server
+# (server.js: socket.io) and the Node fleet worker (fleet_worker.js: socket.io-client)
+# need.
 # Idempotent: does nothing when node_modules matches package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,4 +14,6 @@ if [ -f package-lock.json ]; then
 else
     npm install --no-audit --no-fund --loglevel=error
 fi
-echo "node peer ready: $(node --version), socket.io $(node -p 'require("socket.io/package.json").version')"
+echo "node peer ready: $(node --version)," \
+    "socket.io $(node -p 'require("socket.io/package.json").version')," \
+    "socket.io-client $(node -p 'require("socket.io-client/package.json").version')"
