@@ -383,6 +383,9 @@ class StatusIngest:
             target_rows = [t.row() for t in targets.values()]
             target_updates = [t.update() for t in targets.values()]
             deployment_rows = [d.row() for d in deployments.values()]
+            # What consoles hear of each deployment is what this batch commits:
+            # reports applied while it is written belong to the next batch.
+            deployment_updates = [(d, d.update()) for d in touched.values()]
 
             try:
                 await self._repository.write_batch(target_rows, deployment_rows)
@@ -402,16 +405,16 @@ class StatusIngest:
                 self._failing = False
 
             change = Change(target_updates=target_updates)
-            for deployment in touched.values():
-                update = self._deployment_update(deployment)
-                if update is not None:
+            for deployment, update in deployment_updates:
+                if self._news(deployment, update):
                     change.deployment_updates.append(update)
             try:
                 await self._publish(change)
             finally:
                 written.set_result(None)
-            for deployment in touched.values():
-                if deployment.status is not DeploymentStatus.IN_PROGRESS:
+            for deployment, update in deployment_updates:
+                if update["status"] != DeploymentStatus.IN_PROGRESS.value:
+                    # Finished, and all of it is on disk now: nothing to keep.
                     self._deployments.pop(deployment.id, None)
             return True
 
@@ -427,17 +430,16 @@ class StatusIngest:
         later.add_done_callback(lambda _f: written.done() or written.set_result(None))
 
     @staticmethod
-    def _deployment_update(deployment: DeploymentState) -> dict[str, Any] | None:
-        """The `deployment_update` to send, if status or whole percent moved."""
-        rounded = int(deployment.progress)
-        if (
-            deployment.status is deployment.status_sent
-            and deployment.progress_sent == rounded
-        ):
-            return None
-        deployment.status_sent = deployment.status
+    def _news(deployment: DeploymentState, update: dict[str, Any]) -> bool:
+        """Whether `update` is worth a `deployment_update`: its status or whole
+        percent moved since the last one sent (which it then becomes)."""
+        status = DeploymentStatus(update["status"])
+        rounded = int(update["progress"])
+        if deployment.status_sent is status and deployment.progress_sent == rounded:
+            return False
+        deployment.status_sent = status
         deployment.progress_sent = rounded
-        return deployment.update()
+        return True
 
 
 def _download_share(deployment: DeploymentState, report: Report) -> float:

@@ -238,3 +238,46 @@ async def test_failed_target_is_logged_with_hostname_and_device_id(
         f"deployment {deployment['id']}: WS-HR-01 (device {agent.device_id}) "
         "failed with exit code 1603"
     ) in caplog.text
+
+
+async def test_deployment_heard_finished_is_finished_on_disk(
+    server_factory, tmp_path, package_file
+):
+    # The last report arrives while the batch before it is being written (held
+    # up by another program's lock): consoles may hear "completed" only once
+    # that last report is on disk too.
+    server = await server_factory(
+        data_dir=tmp_path / "data", sqlite_busy_timeout_ms=30_000
+    )
+    software = await server.add_software(
+        package_file, name="Hello", installer_type="script"
+    )
+    agents = [FakeAgent(server.url, server.enrollment_token, n) for n in "ab"]
+    for agent in agents:
+        await agent.connect()
+        await agent.register()
+    deployment = await _deploy(server, software, agents)
+    on_disk_when_heard: list = []
+    finished = asyncio.Event()
+
+    def listener(event, payload):
+        if event == protocol.DEPLOYMENT_UPDATE and payload["status"] == "completed":
+            on_disk_when_heard.extend(_target_rows(server, deployment["id"]))
+            finished.set()
+
+    server.add_listener(listener)
+    other_program = sqlite3.connect(server.config.sqlite_path, isolation_level=None)
+    other_program.execute("BEGIN EXCLUSIVE")
+    first = asyncio.create_task(agents[0].report(deployment["id"], "completed", 100))
+    await agents[0].sync()  # its batch is being written, waiting for the lock
+    second = asyncio.create_task(agents[1].report(deployment["id"], "completed", 100))
+    await agents[1].sync()  # applied in memory, for the next batch
+    other_program.execute("ROLLBACK")
+    other_program.close()
+
+    assert await asyncio.gather(first, second) == [{"ok": True}] * 2
+    async with asyncio.timeout(10):
+        await finished.wait()
+    assert [status for _, status, _ in on_disk_when_heard] == ["success"] * 2
+    for agent in agents:
+        await agent.close()
