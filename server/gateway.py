@@ -420,18 +420,35 @@ class AgentGateway:
 
     async def publish(self, event: str, payload: dict[str, Any]) -> None:
         """Send an update to room `consoles` and to every in-process listener."""
-        await self.sio.emit(event, payload, room=protocol.CONSOLES_ROOM)
-        for listener in list(self._listeners):
-            try:
-                listener(event, payload)
-            except Exception:  # a broken listener must not stop the updates
-                log.exception("listener %r failed on %s", listener, event)
+        await self._publish_all(event, [payload])
 
     async def publish_change(self, change: Change) -> None:
-        for update in change.target_updates:
-            await self.publish(protocol.SOFTWARE_DEPLOYMENT_UPDATE, update)
-        for update in change.deployment_updates:
-            await self.publish(protocol.DEPLOYMENT_UPDATE, update)
+        await self._publish_all(
+            protocol.SOFTWARE_DEPLOYMENT_UPDATE, change.target_updates
+        )
+        await self._publish_all(protocol.DEPLOYMENT_UPDATE, change.deployment_updates)
+
+    async def _publish_all(self, event: str, payloads: list[dict[str, Any]]) -> None:
+        """`publish` each payload, in order, the emits together.
+
+        One emit after another, each would wait for a turn of the loop; under a
+        flood of reports a turn is long, and a batch's updates (and the
+        acknowledgements sent after them) would wait for hundreds of turns.
+        """
+        if not payloads:
+            return
+        await asyncio.gather(
+            *(
+                self.sio.emit(event, payload, room=protocol.CONSOLES_ROOM)
+                for payload in payloads
+            )
+        )
+        for payload in payloads:
+            for listener in list(self._listeners):
+                try:
+                    listener(event, payload)
+                except Exception:  # a broken listener must not stop the updates
+                    log.exception("listener %r failed on %s", listener, event)
 
     # --- lifecycle ------------------------------------------------------------
 
