@@ -70,11 +70,30 @@ class Settings:
             agents=agents,
             processes=4,
             package_mb=128,
-            ingest_hz=[1.0, 2.0, 5.0],
+            ingest_hz=ingest_ladder(agents),
             ingest_seconds=10.0,
             deployment_timeout=900.0,
             console_devices=agents,
         )
+
+
+INGEST_RATES = (1_000, 2_000, 3_000, 4_000, 5_000, 7_500, 10_000, 15_000, 20_000)
+"""Offered reports per second of the full run's ingestion steps."""
+
+MAX_REPORT_HZ = 5.0
+"""The fastest an agent reports (issue 7: agents report at 1-5 Hz)."""
+
+
+def ingest_ladder(agents: int) -> list[float]:
+    """Report rates per agent that offer `INGEST_RATES` from `agents` agents.
+
+    Steps of fixed total rates, not of fixed per-agent rates: at 4,000 agents
+    1, 2 and 5 Hz would offer 4,000, 8,000 and 20,000 reports/s, too coarse to
+    tell where a server stops keeping up. Rates an agent could not offer (above
+    `MAX_REPORT_HZ`) are left out; the top step is always `MAX_REPORT_HZ`.
+    """
+    ladder = [rate / agents for rate in INGEST_RATES if rate / agents < MAX_REPORT_HZ]
+    return [*ladder, MAX_REPORT_HZ]
 
 
 def percentile(values: list[float], q: float) -> float | None:
