@@ -142,6 +142,12 @@ class DeployServer:
                 max_http_buffer_size=MAX_SOCKET_MESSAGE,
                 serializer=CheckedPacket,
                 json=WireJson,
+                # One event at a time per connection: a report's handler waits
+                # for its batch to be written, and the agent's next packet is not
+                # read until then. Work in flight is bounded by the number of
+                # agents, and a server fed faster than it can write slows its
+                # agents down instead of queueing tasks until nothing is answered.
+                async_handlers=False,
                 logger=LibraryLog(),
                 engineio_logger=LibraryLog(),
             )
