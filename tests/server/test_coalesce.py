@@ -27,6 +27,18 @@ class Recorder:
         return [item * 10 for item in items]
 
 
+async def _holding_first_batch(
+    recorder: Recorder, max_batch: int = 500
+) -> tuple[Coalescer, asyncio.Future]:
+    """A coalescer whose first batch, [1], is being carried out and held there;
+    and the future of that first item."""
+    recorder.release.clear()
+    coalescer = Coalescer(recorder, "test", max_batch=max_batch)
+    first = asyncio.ensure_future(coalescer.submit(1))
+    await recorder.inside.wait()
+    return coalescer, first
+
+
 async def test_a_lone_item_is_carried_out_at_once_as_its_own_batch():
     recorder = Recorder()
     coalescer = Coalescer(recorder, "test")
@@ -38,10 +50,7 @@ async def test_a_lone_item_is_carried_out_at_once_as_its_own_batch():
 
 async def test_items_arriving_during_a_batch_share_the_next_one():
     recorder = Recorder()
-    recorder.release.clear()
-    coalescer = Coalescer(recorder, "test")
-    first = asyncio.ensure_future(coalescer.submit(1))
-    await recorder.inside.wait()
+    coalescer, first = await _holding_first_batch(recorder)
 
     later = [asyncio.ensure_future(coalescer.submit(n)) for n in (2, 3, 4)]
     await asyncio.sleep(0)  # let them queue behind the held batch
@@ -55,25 +64,19 @@ async def test_items_arriving_during_a_batch_share_the_next_one():
 
 async def test_batches_are_capped_and_the_rest_follows():
     recorder = Recorder()
-    recorder.release.clear()
-    coalescer = Coalescer(recorder, "test", max_batch=2)
-    first = asyncio.ensure_future(coalescer.submit(0))
-    await recorder.inside.wait()
-    later = [asyncio.ensure_future(coalescer.submit(n)) for n in range(1, 6)]
+    coalescer, first = await _holding_first_batch(recorder, max_batch=2)
+    later = [asyncio.ensure_future(coalescer.submit(n)) for n in range(2, 7)]
     await asyncio.sleep(0)
     recorder.release.set()
 
     async with asyncio.timeout(TIMEOUT):
         await asyncio.gather(first, *later)
-    assert recorder.batches == [[0], [1, 2], [3, 4], [5]]
+    assert recorder.batches == [[1], [2, 3], [4, 5], [6]]
 
 
 async def test_a_failed_batch_fails_its_callers_only():
     recorder = Recorder()
-    recorder.release.clear()
-    coalescer = Coalescer(recorder, "test")
-    doomed = asyncio.ensure_future(coalescer.submit(1))
-    await recorder.inside.wait()
+    coalescer, doomed = await _holding_first_batch(recorder)
     recorder.fail_with = OSError("disk full")
     recorder.release.set()
 
@@ -87,10 +90,7 @@ async def test_a_failed_batch_fails_its_callers_only():
 
 async def test_a_cancelled_caller_does_not_stop_the_others():
     recorder = Recorder()
-    recorder.release.clear()
-    coalescer = Coalescer(recorder, "test")
-    first = asyncio.ensure_future(coalescer.submit(1))
-    await recorder.inside.wait()
+    coalescer, first = await _holding_first_batch(recorder)
     gone = asyncio.ensure_future(coalescer.submit(2))
     kept = asyncio.ensure_future(coalescer.submit(3))
     await asyncio.sleep(0)
