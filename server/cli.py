@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from server import loops
+from server import runtime
 from server.app import DeployServer
 from server.config import DEFAULT_PORT, ServerConfig, default_data_dir
 from server.errors import ServerError
@@ -72,6 +72,7 @@ async def run(args: argparse.Namespace) -> int:
     except ServerError as exc:
         print(f"deploy-server: {exc}", file=sys.stderr)
         return 2
+    runtime.tune_garbage_collector()
 
     stop = asyncio.Event()
     try:
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        return loops.run(run(args))
+        return runtime.run(run(args))
     except KeyboardInterrupt:  # Windows, where there is no signal handler
         return 0
 
