@@ -301,16 +301,22 @@ class DeployServer:
         device_ids: Iterable[int],
         deployment_name: str | None = None,
     ) -> dict[str, Any]:
-        """Store the deployment (one transaction) and return it; each target's job
-        goes to its agent's room right after, in a task (`wait_idle` waits for it).
+        """Store the deployment (one transaction), send each connected agent its
+        job, tell the consoles, and return the deployment; the targets are marked
+        "sent to agent" right after, in a task (`wait_idle` waits for it).
 
         Targets whose agent is not connected wait, and are sent at registration.
+        The jobs go out before the consoles hear of the deployment (the agents
+        should not wait for thousands of console updates), and the deployment's
+        reports wait until they have: no "pending" overtakes a target's progress.
         """
         deployment, jobs = await self.repository.create_deployment(
             software_ids, device_ids, deployment_name
         )
-        await self.gateway.publish_change(self._initial_updates(deployment))
-        self.gateway.spawn(self.gateway.send_jobs(jobs))
+        async with self._holding(deployment["id"], flush=False, forget=False):
+            sent = await self.gateway.emit_jobs(jobs)
+            await self.gateway.publish_change(self._initial_updates(deployment))
+        self.gateway.spawn(self.gateway.mark_sent(sent))
         return deployment
 
     def _initial_updates(self, deployment: dict[str, Any]) -> Change:
@@ -337,13 +343,16 @@ class DeployServer:
             ],
         )
 
-    def _holding(self, deployment_id: int) -> contextlib.AbstractAsyncContextManager:
-        """Reports of this deployment wait while its rows change in one transaction
-        (their in-memory copy is written first and reloaded afterwards)."""
+    def _holding(
+        self, deployment_id: int, *, flush: bool = True, forget: bool = True
+    ) -> contextlib.AbstractAsyncContextManager:
+        """Reports of this deployment wait while inside. By default for a change
+        of its rows in one transaction: their in-memory copy is written first and
+        reloaded afterwards (`StatusIngest.holding`)."""
         ingest = self.gateway.ingest
         if ingest is None:
             return contextlib.nullcontext()
-        return ingest.holding(deployment_id, forget=True)
+        return ingest.holding(deployment_id, flush=flush, forget=forget)
 
     async def get_deployment(self, deployment_id: int) -> dict[str, Any]:
         return await self.repository.get_deployment(deployment_id)

@@ -370,6 +370,11 @@ class AgentGateway:
         A job whose agent is not connected stays pending and is sent when the agent
         registers; sent ones are marked "sent to agent" for the consoles.
         """
+        await self.mark_sent(await self.emit_jobs(jobs))
+
+    async def emit_jobs(self, jobs: list[Job]) -> dict[int, list[int]]:
+        """Emit the jobs of connected agents; the device ids sent to, by deployment
+        (for `mark_sent`)."""
         sent: dict[int, list[int]] = {}
         online: list[Job] = []
         for job in jobs:
@@ -393,6 +398,10 @@ class AgentGateway:
         )
         if online:
             log.debug("%d job(s) sent", len(online))
+        return sent
+
+    async def mark_sent(self, sent: dict[int, list[int]]) -> None:
+        """Note "sent to agent" on the still-pending targets `emit_jobs` sent."""
         for deployment_id, device_ids in sent.items():
             if self.ingest is not None:
                 await self.ingest.mark_sent(deployment_id, device_ids)
