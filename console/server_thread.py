@@ -16,10 +16,10 @@ Thread affinity, written down once:
   console thread touches it except through `_call` (a coroutine run on the
   server's loop, its result or exception handed back unchanged).
 
-Both threads still share one interpreter lock. While the server thread runs,
-Python's garbage collector runs on the console thread only
-(`console.loop.GuiThreadCollector`): a collection on the server thread could free
-a window's Qt object on the wrong thread and crash the process.
+Both threads still share one interpreter lock; `console.loop.SharedInterpreter`
+says how while the server thread runs (garbage collected on the console thread
+only, a shorter switch interval), and `console.ui.tables.TableView` paints without
+giving the lock away between cells.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from console.loop import gui_thread_collector
+from console.loop import shared_interpreter
 from server.app import DeployServer
 from server.config import ServerConfig
 
@@ -155,7 +155,7 @@ class ThreadedServer:
             name=THREAD_NAME,
             daemon=False,  # the server commits and disconnects before the process ends
         )
-        gui_thread_collector.acquire()
+        shared_interpreter.acquire()
         self._thread.start()
         try:
             self._loop = await asyncio.wrap_future(loop_ready)
@@ -246,7 +246,7 @@ class ThreadedServer:
         thread.join()
         self._thread = self._loop = self._thread_ended = None
         self._stop_requested = None
-        gui_thread_collector.release()
+        shared_interpreter.release()
 
     # --- on the server loop -------------------------------------------------------
 

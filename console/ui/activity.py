@@ -18,12 +18,11 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QLineEdit,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
-from console.ui.tables import HeaderedTableModel
+from console.ui.tables import HeaderedTableModel, TableView
 
 _Index = QModelIndex | QPersistentModelIndex
 MAX_LINES = 5000
@@ -115,7 +114,7 @@ class ActivityPanel(QWidget):
         self.filter_box.setClearButtonEnabled(True)
         self.filter_box.textChanged.connect(self.proxy.setFilterFixedString)
 
-        self.view = QTableView(self)
+        self.view = TableView(self)
         self.view.setModel(self.proxy)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setShowGrid(False)

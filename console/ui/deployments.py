@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QStyle,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -32,7 +31,7 @@ from PySide6.QtWidgets import (
 from console.status import TargetState, deployment_text, describe
 from console.ui.devices import COALESCE_MS
 from console.ui.progress import PROGRESS_ROLE, ProgressDelegate
-from console.ui.tables import HeaderedTableModel, local_time
+from console.ui.tables import HeaderedTableModel, TableView, local_time
 
 log = logging.getLogger(__name__)
 
@@ -419,8 +418,8 @@ class DeploymentsPanel(QWidget):
         self.retry_button.setEnabled(counts.get("failed", 0) > 0)
 
 
-def _table(model: QAbstractTableModel, progress_column: int) -> QTableView:
-    view = QTableView()
+def _table(model: QAbstractTableModel, progress_column: int) -> TableView:
+    view = TableView()
     view.setModel(model)
     view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     view.setAlternatingRowColors(True)

@@ -17,11 +17,11 @@ from PySide6.QtCore import (
     Signal,
 )
 from PySide6.QtGui import QBrush, QColor, QDragEnterEvent, QDragMoveEvent, QDropEvent
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QWidget
 
 from console.status import TargetState, describe
 from console.ui.progress import PROGRESS_ROLE, ProgressDelegate
-from console.ui.tables import HeaderedTableModel, local_time
+from console.ui.tables import HeaderedTableModel, TableView, local_time
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class DeviceFilter(QSortFilterProxyModel):
         return False
 
 
-class DeviceView(QTableView):
+class DeviceView(TableView):
     """The device table; accepts packages dragged from the software library.
 
     Dropping on a row deploys to that row, or to the whole selection when the row

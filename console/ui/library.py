@@ -16,11 +16,11 @@ from PySide6.QtCore import (
     Signal,
 )
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QWidget
 
 from console.packages import is_supported
 from console.ui.devices import SOFTWARE_MIME
-from console.ui.tables import HeaderedTableModel, local_time
+from console.ui.tables import HeaderedTableModel, TableView, local_time
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _local_files(mime: QMimeData) -> list[Path]:
     return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]
 
 
-class LibraryView(QTableView):
+class LibraryView(TableView):
     """The library table: packages drag out to devices, installer files drop in.
 
     A file drop is always a copy, whatever action the file manager proposes (move,

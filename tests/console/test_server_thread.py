@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from console.loop import gui_thread_collector
+from console.loop import SharedInterpreter, shared_interpreter
 from console.server_thread import THREAD_NAME, ThreadedServer
 from protocol import DEVICE_UPDATE, SOFTWARE_DEPLOYMENT_UPDATE
 from server.config import ServerConfig
@@ -200,29 +200,31 @@ async def test_a_stopped_server_can_be_replaced_on_the_same_folder(config):
 
 
 async def test_collection_runs_on_the_console_thread_while_the_server_runs(config):
-    enabled_before = gc.isenabled()
+    enabled_before, interval_before = gc.isenabled(), sys.getswitchinterval()
     server = ThreadedServer(config)
     await server.start()
     try:
         assert not gc.isenabled()
+        assert sys.getswitchinterval() <= SharedInterpreter.SWITCH_INTERVAL_S
     finally:
         await server.stop()
 
     assert gc.isenabled() == enabled_before
+    assert sys.getswitchinterval() == interval_before
 
 
 def test_the_collector_collects_what_is_due_and_nothing_else(qapp):
-    gui_thread_collector.acquire()  # automatic collection off, as with a server
+    shared_interpreter.acquire()  # automatic collection off, as with a server
     try:
         gc.collect()
-        nothing_due = gui_thread_collector.collect_due()
+        nothing_due = shared_interpreter.collect_due()
         for _ in range(gc.get_threshold()[0] + 10):
             cycle: list[Any] = []
             cycle.append(cycle)
         counted = gc.get_count()[0]
-        collected = gui_thread_collector.collect_due()
+        collected = shared_interpreter.collect_due()
     finally:
-        gui_thread_collector.release()
+        shared_interpreter.release()
 
     assert nothing_due is None
     assert counted > gc.get_threshold()[0]
