@@ -3,8 +3,8 @@
 Why a thread: with the server on the window's qasync loop, every Socket.IO read,
 registration and status report of thousands of agents ran between two repaints,
 and the window lagged (benchmark 4: loop lag p99 49-75 ms at 500 devices, 113 ms
-and a 1.45 s pause at 2,000). Here the server runs on a plain asyncio loop in a
-thread called "deploy-server"; the window's loop only hears of it through a few
+and a 1.45 s pause at 2,000). Here the server runs on an asyncio loop of its own
+(uvloop's where it exists, as in `deploy-server`) in a thread called "deploy-server"; the window's loop only hears of it through a few
 thread-safe calls.
 
 Thread affinity, written down once:
@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from console.loop import shared_interpreter
 from server.app import DeployServer
 from server.config import ServerConfig
+from server.runtime import new_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ class ThreadedServer:
         the thread's last act is to tell the console loop it has ended.
         """
         try:
-            with asyncio.Runner() as runner:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 runner.run(self._serve(loop_ready, console_thread))
         except BaseException as exc:  # the thread must still say it ended
             if not loop_ready.done():
