@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import platform
+import random
 import resource
 import shutil
 import socket
@@ -281,13 +282,19 @@ class SimAgent:
             self._counters["reports_acked"] += 1
 
     async def _pretend_install(self, base: dict[str, Any]) -> None:
-        """Report `installing` from 50 to 99 % at report_hz for install_seconds."""
+        """Report `installing` from 50 to 99 % at report_hz for install_seconds.
+
+        Each agent starts its ticks at a random phase within the first interval:
+        agents that took their jobs in the same instant would otherwise report in
+        lockstep, offering the server bursts of N reports and silences instead of
+        the steady rate a benchmark step means to offer.
+        """
         seconds, hz = self._options.install_seconds, self._options.report_hz
         if seconds <= 0:
             return
         ticks = max(1, int(seconds * hz)) if hz > 0 else 1
         interval = seconds / ticks
-        start = time.monotonic()
+        start = time.monotonic() + random.random() * interval - interval
         for tick in range(1, ticks + 1):
             delay = start + tick * interval - time.monotonic()
             if delay > 0:

@@ -126,6 +126,25 @@ class ServerProcess:
                 await response.read()
         return self.rss_bytes()
 
+    async def wait_quiet(
+        self, busy_share: float = 0.1, step: float = 0.25, within: float = 30.0
+    ) -> float:
+        """Wait until the server uses under `busy_share` of one core over a
+        `step`, at most `within` seconds; return the seconds waited.
+
+        After a fleet hangs up, a server still has thousands of disconnects to
+        record; a benchmark started then measures that work, not its own.
+        """
+        start = time.monotonic()
+        before = self.cpu_seconds()
+        while time.monotonic() - start < within:
+            await asyncio.sleep(step)  # a CPU reading needs time to pass
+            now = self.cpu_seconds()
+            if now - before < busy_share * step:
+                break
+            before = now
+        return time.monotonic() - start
+
     async def stop(self) -> None:
         if self.process.returncode is None:
             self.process.terminate()

@@ -457,6 +457,11 @@ def _window_rate(
 ) -> dict[str, float]:
     """Sent and acknowledged events per second between two times, backlog change.
 
+    The rates come from the window's first and last samples. The backlog (sent
+    minus acknowledged) swings by up to a batch of reports from one sample to the
+    next even at a rate a server keeps up with, so its change is the least-squares
+    trend over every sample in the window (its slope times the window's span), not
+    the difference of two samples that may each fall on a swing.
     `measured` is False when fewer than two samples fell anywhere in the step:
     then nothing is known, which must not read as "kept up".
     """
@@ -470,12 +475,13 @@ def _window_rate(
         }
     (t_a, c_a), (t_b, c_b) = window[0], window[-1]
     span = max(t_b - t_a, 1e-6)
-    backlog_a = c_a["reports_sent"] - c_a["reports_acked"]
-    backlog_b = c_b["reports_sent"] - c_b["reports_acked"]
+    times = [t for t, _ in window]
+    backlogs = [c["reports_sent"] - c["reports_acked"] for _, c in window]
+    slope = statistics.linear_regression(times, backlogs).slope
     return {
         "sent_per_s": (c_b["reports_sent"] - c_a["reports_sent"]) / span,
         "events_per_s": (c_b["reports_acked"] - c_a["reports_acked"]) / span,
-        "backlog_growth": float(backlog_b - backlog_a),
+        "backlog_growth": slope * span,
         "measured": True,
     }
 
@@ -489,7 +495,7 @@ async def run_downloads(
 ) -> dict[str, Any]:
     """MB/s and server CPU per GB at each concurrency, then a Range resume check."""
     url = server.url + url_path
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"settled_s": await server.wait_quiet()}
     for concurrency in settings.download_concurrency:
         processes = min(settings.download_processes, concurrency)
         shares = [concurrency // processes] * processes

@@ -179,7 +179,7 @@ def test_ingestion_window_without_samples_is_unmeasured_not_steady():
     assert rate["measured"] is False
 
 
-def test_ingestion_window_rate_and_backlog_from_first_and_last_sample():
+def test_ingestion_window_rate_from_first_and_last_sample():
     counters = [
         (1.0, {"reports_sent": 0, "reports_acked": 0}),
         (3.0, {"reports_sent": 1000, "reports_acked": 900}),
@@ -193,3 +193,28 @@ def test_ingestion_window_rate_and_backlog_from_first_and_last_sample():
         "backlog_growth": 100.0,
         "measured": True,
     }
+
+
+def test_ingestion_backlog_growth_is_the_trend_not_the_last_swing():
+    # A server keeping up: the backlog swings between 0 and 400 and ends on a
+    # swing; the difference of the end samples would read as 400 more behind.
+    backlogs = [0, 400] * 7
+    counters = [
+        (float(i), {"reports_sent": 1000 * i + b, "reports_acked": 1000 * i})
+        for i, b in enumerate(backlogs)
+    ]
+
+    rate = suite._window_rate(counters, 0.0, 10.0)
+
+    assert abs(rate["backlog_growth"]) < 100
+
+
+def test_ingestion_backlog_growth_of_a_server_falling_behind():
+    counters = [
+        (float(i), {"reports_sent": 1000 * i, "reports_acked": 900 * i})
+        for i in range(8)
+    ]
+
+    rate = suite._window_rate(counters, 0.0, 10.0)
+
+    assert rate["backlog_growth"] == pytest.approx(700.0)

@@ -298,14 +298,18 @@ class SimAgent {
     }
   }
 
-  /** Report `installing` from 50 to 99 % at report_hz for install_seconds. */
+  /**
+   * Report `installing` from 50 to 99 % at report_hz for install_seconds, the
+   * ticks starting at a random phase within the first interval (agents that took
+   * their jobs in the same instant would otherwise report in lockstep bursts).
+   */
   async pretendInstall(base, signal) {
     const seconds = this.options.install_seconds;
     const hz = this.options.report_hz;
     if (seconds <= 0) return;
     const ticks = hz > 0 ? Math.max(1, Math.trunc(seconds * hz)) : 1;
     const interval = seconds / ticks;
-    const start = monotonic();
+    const start = monotonic() + Math.random() * interval - interval;
     for (let tick = 1; tick <= ticks; tick += 1) {
       const delay = start + tick * interval - monotonic();
       if (delay > 0) await sleep(delay * 1000, undefined, { signal });
