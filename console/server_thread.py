@@ -4,8 +4,9 @@ Why a thread: with the server on the window's qasync loop, every Socket.IO read,
 registration and status report of thousands of agents ran between two repaints,
 and the window lagged (benchmark 4: loop lag p99 49-75 ms at 500 devices, 113 ms
 and a 1.45 s pause at 2,000). Here the server runs on an asyncio loop of its own
-(uvloop's where it exists, as in `deploy-server`) in a thread called "deploy-server"; the window's loop only hears of it through a few
-thread-safe calls.
+(uvloop's where it exists, as in `deploy-server`) in a thread called
+"deploy-server"; the window's loop only hears of it through a few thread-safe
+calls.
 
 Thread affinity, written down once:
 

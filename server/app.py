@@ -22,7 +22,13 @@ from server.http_api import setup_routes
 from server.packages import PackageStore, Progress
 from server.registry import AgentRegistry, InMemoryAgentRegistry, RedisAgentRegistry
 from server.repository import Change, Repository
-from server.sockets import CheckedPacket, LibraryLog, WireJson
+from server.sockets import (
+    CheckedPacket,
+    IndexedRedisManager,
+    LibraryLog,
+    LocalManager,
+    WireJson,
+)
 from server.tokens import Tokens, load_tokens, new_token, store_enrollment_token
 
 log = logging.getLogger(__name__)
@@ -127,7 +133,7 @@ class DeployServer:
                 self._registry = RedisAgentRegistry(
                     config.redis_url, prefix=f"{config.redis_channel}:"
                 )
-                manager = socketio.AsyncRedisManager(
+                manager = IndexedRedisManager(
                     config.redis_url, channel=config.redis_channel
                 )
             else:
@@ -138,7 +144,7 @@ class DeployServer:
                 await self._repository.mark_all_offline()
             self._sio = socketio.AsyncServer(
                 async_mode="aiohttp",
-                client_manager=manager,
+                client_manager=manager or LocalManager(),
                 max_http_buffer_size=MAX_SOCKET_MESSAGE,
                 serializer=CheckedPacket,
                 json=WireJson,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import socketio
@@ -22,7 +22,7 @@ from server.errors import ServerError
 from server.ingest import StatusIngest
 from server.registry import AgentRegistry
 from server.repository import Change, Job, Report, Repository
-from server.sockets import MALFORMED
+from server.sockets import MALFORMED, LocalManager
 from server.tokens import Tokens, tokens_match
 
 log = logging.getLogger(__name__)
@@ -387,14 +387,8 @@ class AgentGateway:
                     job.deployment_id,
                     job.agent_id,
                 )
-        # All at once: one emit after another would give the loop to every
-        # report in between, and the last agent of a big deployment would hear
-        # of its job only after the first ones had finished theirs.
-        await asyncio.gather(
-            *(
-                self.sio.emit(protocol.INSTALL_SOFTWARE, job.payload, room=job.agent_id)
-                for job in online
-            )
+        await self._emit_each(
+            (protocol.INSTALL_SOFTWARE, job.payload, job.agent_id) for job in online
         )
         if online:
             log.debug("%d job(s) sent", len(online))
@@ -437,20 +431,32 @@ class AgentGateway:
         )
         await self._publish_all(protocol.DEPLOYMENT_UPDATE, change.deployment_updates)
 
-    async def _publish_all(self, event: str, payloads: list[dict[str, Any]]) -> None:
-        """`publish` each payload, in order, the emits together.
+    async def _emit_each(self, messages: Iterable[tuple[str, Any, str]]) -> None:
+        """Emit each `(event, payload, room)`, without waiting between them.
 
-        One emit after another, each would wait for a turn of the loop; under a
-        flood of reports a turn is long, and a batch's updates (and the
-        acknowledgements sent after them) would wait for hundreds of turns.
+        The local manager's emit only queues packets (`LocalManager`), so one
+        after another costs nothing more. A Redis manager's emit waits for Redis:
+        those go together, since one after another each would wait for a turn of
+        the loop, and under a flood of reports a turn is long (the last agent of
+        a big deployment would hear of its job after the first had finished).
         """
-        if not payloads:
+        if isinstance(self.sio.manager, LocalManager):
+            for event, payload, room in messages:
+                await self.sio.emit(event, payload, room=room)
             return
         await asyncio.gather(
             *(
-                self.sio.emit(event, payload, room=protocol.CONSOLES_ROOM)
-                for payload in payloads
+                self.sio.emit(event, payload, room=room)
+                for event, payload, room in messages
             )
+        )
+
+    async def _publish_all(self, event: str, payloads: list[dict[str, Any]]) -> None:
+        """`publish` each payload, in order."""
+        if not payloads:
+            return
+        await self._emit_each(
+            (event, payload, protocol.CONSOLES_ROOM) for payload in payloads
         )
         for payload in payloads:
             for listener in list(self._listeners):

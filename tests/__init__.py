@@ -1,1 +1,2 @@
-"""Tests mirror the source tree; `tests.helpers` holds the shared real-socket clients."""
+"""Tests mirror the source tree; `tests.helpers` holds the shared real-socket
+clients."""
