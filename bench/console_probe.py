@@ -14,11 +14,13 @@ at a time, which phase is running:
 
 Every answer is one JSON line on stdout.
 
-The console runs its server as `deploy-console` does, on a thread of its own
-(`console.server_thread.ThreadedServer`); a second probe then samples the server
-loop's lag too (`server_segments`). Two environment variables are for experiments:
-`BENCH_CONSOLE_SERVER=loop` runs the server on the window's loop as the console did
-before, to compare on the same tree; `BENCH_SWITCH_INTERVAL=<seconds>` sets
+The console runs its server as `deploy-console` does, in a process of its own
+(`console.server_process.ProcessServer`). Environment variables for experiments:
+`BENCH_CONSOLE_SERVER=thread` runs it on a thread of the console's process
+(`console.server_thread.ThreadedServer`, as the console did before), and a second
+probe then samples the server loop's lag too (`server_segments`);
+`BENCH_CONSOLE_SERVER=loop` runs it on the window's own loop, as the console did
+before that; `BENCH_SWITCH_INTERVAL=<seconds>` sets
 `sys.setswitchinterval` in the console process; `BENCH_CONSOLE_PROFILE=<file>`
 writes pyinstrument's text report of the console thread during the reporting
 phase there.
@@ -43,7 +45,9 @@ logger = logging.getLogger(__name__)
 
 PROBE_INTERVAL = 0.010
 READY_TIMEOUT = 120.0
-REPORT_HZ = 2.0
+CONSOLE_RATE = 5_000.0
+"""Reports per second the fleet offers the console in all (issue 7: the loop's lag
+is judged while the server persists 5,000 status events a second)."""
 SERVER_MODE_ENV = "BENCH_CONSOLE_SERVER"
 SWITCH_INTERVAL_ENV = "BENCH_SWITCH_INTERVAL"
 PROFILE_ENV = "BENCH_CONSOLE_PROFILE"
@@ -72,7 +76,7 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
 
     from bench.fleet import Fleet, FleetOptions
     from bench.procs import ServerProcess
-    from bench.suite import AdminApi, ConsoleListener
+    from bench.suite import AdminApi, ConsoleListener, window_rate
 
     folder = workdir / "console"
     folder.mkdir()
@@ -108,11 +112,12 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
         package = folder / "noop.cmd"
         package.write_bytes(b"@echo off\r\nrem bench no-op installer\r\n")
         devices = settings.console_devices
+        hz = report_hz(devices)
         options = FleetOptions(
             server=server.url,
             token=enrollment,
             install_seconds=settings.ingest_seconds,
-            report_hz=REPORT_HZ,
+            report_hz=hz,
             skip_download=True,
         )
         listener = ConsoleListener(server)
@@ -127,15 +132,21 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
                 device_ids = [r["device_id"] for r in results if r["ok"]]
                 api = AdminApi(server, http)
                 software_id = await api.software_id(package)
+                await fleet.stats(jobs=False, reset=True)
                 await probe.ask("mark reporting")
+                start = time.monotonic()
                 deployment = await probe.guard(
                     api.create_deployment([software_id], device_ids, "bench console")
                 )
-                await probe.guard(
+                finished = asyncio.ensure_future(
                     listener.wait_finished(
                         deployment["id"], settings.deployment_timeout
                     )
                 )
+                samples = await probe.guard(
+                    _sample_reports(fleet, finished, settings.ingest_seconds)
+                )
+                await probe.guard(finished)
                 await probe.ask("mark idle")
                 shown = await probe.ask("device_list")
         finally:
@@ -146,9 +157,13 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
     segments = stopped["segments"]
     server_segments = stopped.get("server_segments") or {}
     reporting = segments.get("reporting", {})
+    sending = settings.ingest_seconds
+    rate = window_rate(samples, start + 0.2 * sending, start + 0.9 * sending)
     return {
         "devices": len(device_ids),
-        "report_hz": REPORT_HZ,
+        "report_hz": hz,
+        "offered_per_s": len(device_ids) * hz,
+        "events_per_s": rate["events_per_s"],
         "server": ready.get("server"),
         "switch_interval_ms": ready.get("switch_interval_ms"),
         "lag_p50_ms": reporting.get("p50_ms"),
@@ -160,6 +175,34 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
         "segments": segments,
         "server_segments": server_segments,
     }
+
+
+def report_hz(devices: int) -> float:
+    """How often each device reports so that all offer `CONSOLE_RATE` together.
+
+    Never faster than an agent reports (`MAX_REPORT_HZ`), so a small fleet offers
+    less than the whole rate.
+    """
+    from bench.suite import MAX_REPORT_HZ
+
+    return min(MAX_REPORT_HZ, CONSOLE_RATE / max(1, devices))
+
+
+async def _sample_reports(
+    fleet: Any, finished: asyncio.Future[Any], sending: float
+) -> list[tuple[float, dict[str, int]]]:
+    """The fleet's report counters, sampled while the agents report.
+
+    Twenty samples over the sending time (fewer if the deployment finishes
+    first): enough for `bench.suite.window_rate` to tell the acknowledged rate.
+    """
+    samples = []
+    deadline = time.monotonic() + sending
+    while time.monotonic() < deadline and not finished.done():
+        stats = await fleet.stats(jobs=False)
+        samples.append((stats["t"], stats["counters"]))
+        await asyncio.wait({finished}, timeout=sending / 20)
+    return samples
 
 
 class _ProbeChannel:
@@ -321,12 +364,14 @@ async def _time_device_list(server: Any, expected: int) -> dict[str, Any]:
 
 async def _console_main(args: argparse.Namespace) -> None:
     from console.loop import settle_memory
+    from console.server_process import ProcessServer
     from console.server_thread import ThreadedServer
     from console.session import ConsoleSession
     from server.app import DeployServer
     from server.config import ServerConfig
 
-    mode = os.environ.get(SERVER_MODE_ENV, "thread")
+    mode = os.environ.get(SERVER_MODE_ENV, "process")
+    factories = {"process": ProcessServer, "thread": ThreadedServer}
     if os.environ.get(SWITCH_INTERVAL_ENV):
         sys.setswitchinterval(float(os.environ[SWITCH_INTERVAL_ENV]))
 
@@ -337,9 +382,7 @@ async def _console_main(args: argparse.Namespace) -> None:
         enrollment_token=os.environ.get("DEPLOY_ENROLLMENT_TOKEN"),
         admin_token=os.environ.get("DEPLOY_ADMIN_TOKEN"),
     )
-    session = ConsoleSession(
-        config, server_factory=DeployServer if mode == "loop" else ThreadedServer
-    )
+    session = ConsoleSession(config, server_factory=factories.get(mode, DeployServer))
     await session.start()
     settle_memory()  # as `deploy-console` does after starting (console/app.py)
     session.window.show()

@@ -61,6 +61,7 @@ FIGURES: tuple[Figure, ...] = (
         goal_value=5000,
     ),
     Figure("ingestion", "drain_s", "s", "lower", SOCKET_PEERS),
+    Figure("console", "events_per_s", "events/s", "higher", ()),
     Figure("console", "lag_p50_ms", "ms", "lower", ()),
     Figure("console", "lag_p99_ms", "ms", "lower", (), "< 50 ms", goal_value=50),
     Figure("console", "lag_max_ms", "ms", "lower", ()),

@@ -425,7 +425,7 @@ async def _ingestion_step(
     final = await fleet.stats(jobs=False)
     fleet_cpu = fleet.cpu_seconds() - fleet_cpu_before
     sent = final["counters"]["reports_sent"]
-    rate = _window_rate(samples, start + 0.2 * sending, start + 0.9 * sending)
+    rate = window_rate(samples, start + 0.2 * sending, start + 0.9 * sending)
     status = await api.get_deployment(deployment["id"])
     step = {
         "hz": hz,
@@ -452,7 +452,7 @@ async def _ingestion_step(
     return step
 
 
-def _window_rate(
+def window_rate(
     samples: list[tuple[float, dict[str, int]]], t_from: float, t_to: float
 ) -> dict[str, float]:
     """Sent and acknowledged events per second between two times, backlog change.

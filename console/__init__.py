@@ -1,1 +1,2 @@
-"""The Deploy Console desktop program: embeds the server in the Qt loop (qasync)."""
+"""The Deploy Console desktop program: the window (PySide6 on qasync) and the
+server it carries, in a child process (`console.server_process`)."""

@@ -213,8 +213,8 @@ async def run_console(
         finally:
             restore_signals()
     finally:
-        # Also on an unexpected error: the server thread is not a daemon, and the
-        # agents and the database deserve a clean stop.
+        # Also on an unexpected error: the server process stops by itself once
+        # this one has gone, but the window's tasks and the demo agents end first.
         await session.stop()
     return EXIT_OK
 

@@ -30,11 +30,10 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from console.embedded import EmbeddedServer, ServerInfo
 from console.loop import shared_interpreter
 from server.app import DeployServer
 from server.config import ServerConfig
@@ -46,23 +45,10 @@ THREAD_NAME = "deploy-server"
 WATCH_INTERVAL_S = 0.5
 """How often the server thread checks that the console thread still runs."""
 
-Listener = Callable[[str, dict[str, Any]], Any]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class _Started:
-    """What the console may read about a started server without asking its thread."""
-
-    server: DeployServer
-    port: int
-    url: str
-    enrollment_token: str
-    admin_token: str
-    tokens_generated: bool
-
-
-class ThreadedServer:
+class ThreadedServer(EmbeddedServer):
     """A `DeployServer` running on its own thread; the same interface, awaited from
     the console's loop.
 
@@ -81,55 +67,16 @@ class ThreadedServer:
     """
 
     def __init__(self, config: ServerConfig) -> None:
-        self.config = config
-        self._started: _Started | None = None  # kept after stop, as DeployServer's
-        self._running = False
+        super().__init__(config)
+        self._server: DeployServer | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._console_loop: asyncio.AbstractEventLoop | None = None
         self._thread_ended: asyncio.Future[None] | None = None
         self._stop_requested: asyncio.Event | None = None  # lives on the server loop
         self._unsubscribe_server: Callable[[], None] | None = None
-        self._enrollment_token: str | None = None
-        # Written on the console thread only; replaced, never changed in place, so
-        # the server thread can read it without the lock.
-        self._listeners: tuple[Listener, ...] = ()
         self._pending: list[tuple[str, dict[str, Any]]] = []
         self._pending_lock = threading.Lock()
-
-    # --- what the console reads -------------------------------------------------
-
-    @property
-    def port(self) -> int | None:
-        return self._started.port if self._started else None
-
-    @property
-    def url(self) -> str:
-        return self._require().url
-
-    @property
-    def enrollment_token(self) -> str:
-        self._require()
-        assert self._enrollment_token is not None
-        return self._enrollment_token
-
-    @property
-    def admin_token(self) -> str:
-        return self._require().admin_token
-
-    @property
-    def tokens_generated(self) -> bool:
-        return self._require().tokens_generated
-
-    @property
-    def running(self) -> bool:
-        """True from a successful `start()` until `stop()`."""
-        return self._running
-
-    def _require(self) -> _Started:
-        if self._started is None:
-            raise RuntimeError("the server is not started")
-        return self._started
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -161,13 +108,11 @@ class ThreadedServer:
         self._thread.start()
         try:
             self._loop = await asyncio.wrap_future(loop_ready)
-            started = await self._call(self._start_on_server_loop())
+            info = await self._call(self._start_on_server_loop())
         except BaseException:
             await self._end_thread()
             raise
-        self._started = started
-        self._enrollment_token = started.enrollment_token
-        self._running = True
+        self._started(info)
 
     async def stop(self) -> None:
         """Stop the server (agents see a clean disconnect, the database is
@@ -229,8 +174,8 @@ class ThreadedServer:
             except TimeoutError:
                 continue
         log.warning("the console ended without stopping its server; stopping it now")
-        if self._running and self._started is not None:
-            await self._started.server.stop()
+        if self._running and self._server is not None:
+            await self._server.stop()
 
     async def _end_thread(self) -> None:
         """Ask the server loop to end and wait for the thread, without blocking."""
@@ -252,26 +197,20 @@ class ThreadedServer:
 
     # --- on the server loop -------------------------------------------------------
 
-    async def _start_on_server_loop(self) -> _Started:
+    async def _start_on_server_loop(self) -> ServerInfo:
         """Create and start the `DeployServer`, follow its events (server loop)."""
         server = DeployServer(self.config)
         await server.start()
+        self._server = server
         self._unsubscribe_server = server.add_listener(self._on_server_event)
-        return _Started(
-            server=server,
-            port=int(server.port or 0),
-            url=server.url,
-            enrollment_token=server.enrollment_token,
-            admin_token=server.admin_token,
-            tokens_generated=server.tokens_generated,
-        )
+        return ServerInfo.of(server)
 
     async def _stop_on_server_loop(self) -> None:
         if self._unsubscribe_server is not None:
             self._unsubscribe_server()
             self._unsubscribe_server = None
-        assert self._started is not None
-        await self._started.server.stop()
+        assert self._server is not None
+        await self._server.stop()
 
     def _on_server_event(self, event: str, payload: dict[str, Any]) -> None:
         """The server's listener (server thread): queue the event for the console.
@@ -293,24 +232,7 @@ class ThreadedServer:
         """Call the listeners with every queued event, in order (console thread)."""
         with self._pending_lock:
             events, self._pending = self._pending, []
-        for event, payload in events:
-            # Read for each event: a listener removed during the drain hears no more.
-            for listener in self._listeners:
-                try:
-                    listener(event, payload)
-                except Exception:  # a broken listener must not stop the updates
-                    log.exception("listener %r failed on %s", listener, event)
-
-    def add_listener(self, listener: Listener) -> Callable[[], None]:
-        """Call `listener(event, payload)` on the console thread for every update
-        the server sends to the consoles. Returns a function that unsubscribes;
-        events not yet delivered by then are dropped for that listener."""
-        self._listeners = (*self._listeners, listener)
-
-        def unsubscribe() -> None:
-            self._listeners = tuple(x for x in self._listeners if x is not listener)
-
-        return unsubscribe
+        self._deliver(events)
 
     async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the server loop; its result or exception, unchanged.
@@ -330,7 +252,8 @@ class ThreadedServer:
         For tests, diagnostics and the benchmark, which need the server's internals
         (its gateway, repository) or its loop: they may only be touched there.
         """
-        server = self._require().server
+        self._require()
+        server = self._server
 
         async def run() -> Any:
             result = function(server)
@@ -340,30 +263,9 @@ class ThreadedServer:
 
         return await self._call(run())
 
-    # --- the server's interface, forwarded --------------------------------------
-
-    async def list_devices(self) -> list[dict[str, Any]]:
-        return await self._call(self._require().server.list_devices())
-
-    async def list_software(self) -> list[dict[str, Any]]:
-        return await self._call(self._require().server.list_software())
-
-    async def add_software(
-        self,
-        path: str | Path,
-        *,
-        name: str,
-        version: str = "",
-        installer_type: str,
-        install_args: str = "",
-        timeout_s: int = 3600,
-        file_name: str | None = None,
-        progress: Callable[[float], Any] | None = None,
-        move: bool = False,
-    ) -> dict[str, Any]:
-        """As `DeployServer.add_software`; `progress(fraction)` is called on the
-        console thread."""
-        forward = None
+    async def _forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self._require()
+        progress = kwargs.get("progress")
         if progress is not None:
             console_loop = self._console_loop
             assert console_loop is not None
@@ -371,51 +273,8 @@ class ThreadedServer:
             def forward(fraction: float) -> None:
                 console_loop.call_soon_threadsafe(progress, fraction)
 
-        return await self._call(
-            self._require().server.add_software(
-                path,
-                name=name,
-                version=version,
-                installer_type=installer_type,
-                install_args=install_args,
-                timeout_s=timeout_s,
-                file_name=file_name,
-                progress=forward,
-                move=move,
-            )
-        )
-
-    async def create_deployment(
-        self,
-        software_ids: Iterable[int],
-        device_ids: Iterable[int],
-        deployment_name: str | None = None,
-    ) -> dict[str, Any]:
-        return await self._call(
-            self._require().server.create_deployment(
-                list(software_ids), list(device_ids), deployment_name
-            )
-        )
-
-    async def get_deployment(self, deployment_id: int) -> dict[str, Any]:
-        return await self._call(self._require().server.get_deployment(deployment_id))
-
-    async def list_deployments(self, limit: int = 200) -> list[dict[str, Any]]:
-        return await self._call(self._require().server.list_deployments(limit))
-
-    async def cancel_deployment(self, deployment_id: int) -> dict[str, Any]:
-        return await self._call(self._require().server.cancel_deployment(deployment_id))
-
-    async def retry_deployment(self, deployment_id: int) -> dict[str, Any]:
-        return await self._call(self._require().server.retry_deployment(deployment_id))
-
-    async def regenerate_enrollment_token(self) -> str:
-        token = await self._call(self._require().server.regenerate_enrollment_token())
-        self._enrollment_token = token
-        return token
-
-    async def wait_idle(self) -> None:
-        await self._call(self._require().server.wait_idle())
+            kwargs["progress"] = forward
+        return await self._call(getattr(self._server, method)(*args, **kwargs))
 
 
 def _tell_console(

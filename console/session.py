@@ -1,7 +1,7 @@
 """`ConsoleSession`: the embedded server and the window, started and stopped in order.
 
 Runs on the qasync loop; every method is a coroutine or a quick slot. The server
-itself runs on its own thread and loop (`console.server_thread.ThreadedServer`).
+itself runs in a child process of its own (`console.server_process.ProcessServer`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QApplication
 
-from console.server_thread import ThreadedServer
+from console.server_process import ProcessServer
 from console.tasks import TaskKeeper
 from console.ui.main_window import MainWindow
 from server.config import ServerConfig
@@ -28,8 +28,8 @@ DEMO_REGISTER_TIMEOUT_S = 120
 
 
 class ConsoleSession:
-    """One run of the console: the embedded server (a `DeployServer` on a thread of
-    its own, through `ThreadedServer`) plus its `MainWindow`.
+    """One run of the console: the embedded server (a `DeployServer` in a process of
+    its own, through `ProcessServer`) plus its `MainWindow`.
 
     Args:
         config: where the server listens and keeps its data.
@@ -37,9 +37,10 @@ class ConsoleSession:
             deploy the first sample to them (`server.demo`).
         agent_command: how the demo starts an agent (default `python -m agent`;
             a frozen console passes its bundled `deploy-agent`).
-        server_factory: makes the server from the config; default `ThreadedServer`.
-            The benchmark passes `DeployServer` to measure the server on the
-            window's own loop, as the console ran it before.
+        server_factory: makes the server from the config; default `ProcessServer`.
+            The benchmark passes `ThreadedServer` or `DeployServer` to measure the
+            server on a thread or on the window's own loop, as the console ran it
+            before.
     """
 
     def __init__(
@@ -48,13 +49,13 @@ class ConsoleSession:
         *,
         demo: bool = False,
         agent_command: list[str] | None = None,
-        server_factory: Callable[[ServerConfig], Any] = ThreadedServer,
+        server_factory: Callable[[ServerConfig], Any] = ProcessServer,
     ) -> None:
         self.config = config
         self.demo = demo
         self.agent_command = agent_command
         self._server_factory = server_factory
-        self.server: Any = None  # a ThreadedServer unless the factory says else
+        self.server: Any = None  # a ProcessServer unless the factory says else
         # Closing the window must not quit Qt under the loop: the session stops
         # the server first, then the program's coroutine returns.
         QApplication.instance().setQuitOnLastWindowClosed(False)
@@ -126,8 +127,8 @@ class ConsoleSession:
         log.info("server restarted on port %s", server.port)
 
     async def _start_server(self) -> Any:
-        """Start the server on its thread and show it; start errors propagate
-        unchanged and leave no thread behind."""
+        """Start the server and show it; start errors propagate unchanged and
+        leave nothing running."""
         server = self._server_factory(self.config)
         await server.start()
         self.server = server

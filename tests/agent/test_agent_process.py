@@ -61,6 +61,8 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[StartAgent]:
     yield start
     for agent in agents:
         await agent.stop()
+        # Shown by pytest only when the test failed: what the agent said.
+        print(f"--- stderr of {agent.argv} ---\n", *agent.lines, sep="", end="")
 
 
 INSTALLER = """#!/bin/sh

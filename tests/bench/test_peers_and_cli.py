@@ -174,7 +174,7 @@ def test_table_heading_names_the_fleet_client():
 
 
 def test_ingestion_window_without_samples_is_unmeasured_not_steady():
-    rate = suite._window_rate([], 0.0, 10.0)
+    rate = suite.window_rate([], 0.0, 10.0)
 
     assert rate["measured"] is False
 
@@ -185,7 +185,7 @@ def test_ingestion_window_rate_from_first_and_last_sample():
         (3.0, {"reports_sent": 1000, "reports_acked": 900}),
     ]
 
-    rate = suite._window_rate(counters, 0.0, 10.0)
+    rate = suite.window_rate(counters, 0.0, 10.0)
 
     assert rate == {
         "sent_per_s": 500.0,
@@ -204,7 +204,7 @@ def test_ingestion_backlog_growth_is_the_trend_not_the_last_swing():
         for i, b in enumerate(backlogs)
     ]
 
-    rate = suite._window_rate(counters, 0.0, 10.0)
+    rate = suite.window_rate(counters, 0.0, 10.0)
 
     assert abs(rate["backlog_growth"]) < 100
 
@@ -215,6 +215,6 @@ def test_ingestion_backlog_growth_of_a_server_falling_behind():
         for i in range(8)
     ]
 
-    rate = suite._window_rate(counters, 0.0, 10.0)
+    rate = suite.window_rate(counters, 0.0, 10.0)
 
     assert rate["backlog_growth"] == pytest.approx(700.0)

@@ -16,9 +16,13 @@ from tests.helpers import TIMEOUT, ConsoleClient
 
 
 async def until(condition: Callable[[], bool], within: float = TIMEOUT) -> None:
-    """Wait, a loop turn at a time, until `condition()` holds (TimeoutError)."""
+    """Wait, a loop turn at a time, until `condition()` holds (TimeoutError).
+
+    Polled: nothing signals the end of python-socketio's own bookkeeping after a
+    disconnect, which is what these tests look at.
+    """
     async with asyncio.timeout(within):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 -- no event to wait on (above)
             await asyncio.sleep(0)
 
 

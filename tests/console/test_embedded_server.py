@@ -1,7 +1,9 @@
-"""The embedded server on its own thread: errors, events and shutdown cross cleanly.
+"""The embedded server, in its own process or on its own thread: calls, errors,
+events, logs and shutdown cross cleanly.
 
-Real `DeployServer` on loopback behind `ThreadedServer`, real Socket.IO agent
-clients on the console's qasync loop, real SQLite files.
+Real `DeployServer` on loopback behind `ProcessServer` (a real child process) and
+`ThreadedServer`, real Socket.IO agent clients on the console's qasync loop, real
+SQLite files. What both must do is tested on both (`embedded`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from console.embedded import EmbeddedServer
 from console.loop import SharedInterpreter, shared_interpreter
+from console.server_process import ProcessServer, ServerProcessError
 from console.server_thread import THREAD_NAME, ThreadedServer
 from protocol import DEVICE_UPDATE, SOFTWARE_DEPLOYMENT_UPDATE
 from server.config import ServerConfig
@@ -57,6 +62,31 @@ async def threaded(config: ServerConfig) -> AsyncIterator[ThreadedServer]:
     await server.stop()
 
 
+@pytest.fixture(params=[ProcessServer, ThreadedServer], ids=["process", "thread"])
+async def embedded(request, config: ServerConfig) -> AsyncIterator[EmbeddedServer]:
+    server = request.param(config)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def _children() -> list[psutil.Process]:
+    """Child processes of this one, except multiprocessing's resource tracker
+    (started with the first spawned process, it lives until this one ends)."""
+    return [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "resource_tracker" not in " ".join(_cmdline(child))
+    ]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # ended meanwhile
+        return []
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     with socket.socket() as listener:
@@ -86,7 +116,7 @@ class Recorder:
         return [p for e, p, _ in self.calls if e == event]
 
 
-async def _agent(server: ThreadedServer, agent_id: str) -> FakeAgent:
+async def _agent(server: EmbeddedServer, agent_id: str) -> FakeAgent:
     return await FakeAgent(
         server.url, server.enrollment_token, agent_id, agent_id
     ).connect()
@@ -231,15 +261,138 @@ def test_the_collector_collects_what_is_due_and_nothing_else(qapp):
     assert collected in (0, 1, 2)
 
 
+# --- the server process -----------------------------------------------------------
+
+
+async def test_runs_the_server_in_a_process_of_its_own(config):
+    server = ProcessServer(config)
+    await server.start()
+    try:
+        child = psutil.Process(server.pid)
+        assert server.pid != os.getpid()
+        assert child in _children()
+        agent = await _agent(server, "agent-1")
+        await agent.close()
+    finally:
+        await server.stop()
+
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert _children() == []
+    await server.stop()  # a second stop does nothing
+
+
+async def test_port_in_use_reaches_the_caller_and_leaves_no_process(config, taken_port):
+    server = ProcessServer(dataclasses.replace(config, port=taken_port))
+
+    with pytest.raises(PortInUseError, match=f"Port {taken_port} is already used"):
+        await server.start()
+
+    assert _children() == []
+    assert not server.running
+
+
+async def test_unusable_data_folder_reaches_the_caller_from_the_process(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("where the data folder should be")
+    server = ProcessServer(ServerConfig(port=0, data_dir=blocker / "data"))
+
+    with pytest.raises(DataDirError):
+        await server.start()
+
+    assert _children() == []
+
+
+async def test_the_servers_log_lines_reach_the_consoles_logging(config, caplog):
+    caplog.set_level("INFO", logger="server")
+    server = ProcessServer(config)
+    await server.start()
+    await server.stop()
+
+    lines = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("server.app", f"server listening on {server.url}") in [
+        (name, message.split(" (")[0]) for name, message in lines
+    ]
+    assert ("server.app", "server stopped") in lines
+
+
+async def test_a_server_process_that_dies_fails_the_calls_with_a_clear_error(
+    config, caplog
+):
+    server = ProcessServer(config)
+    await server.start()
+    child = psutil.Process(server.pid)
+
+    child.kill()
+    assert await asyncio.wait_for(server.wait_exited(), WAIT_S) == -9
+
+    with pytest.raises(ServerProcessError, match="not running"):
+        await server.list_devices()
+    assert any(
+        "server process ended unexpectedly" in r.getMessage() for r in caplog.records
+    )
+    caplog.clear()  # the logged error is what this test expects
+    await server.stop()
+    assert _children() == []
+
+
+ABANDONING_CONSOLE = """
+import asyncio, os, sys
+from pathlib import Path
+from console.server_process import ProcessServer
+from server.config import ServerConfig
+
+async def main():
+    config = ServerConfig(host="127.0.0.1", port=0, data_dir=Path(sys.argv[1]))
+    server = ProcessServer(config)
+    await server.start()
+    print(server.pid, flush=True)
+    sys.stdin.readline()
+    os._exit(3)  # as a crash would: no stop(), no exit handlers
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+async def test_a_console_that_dies_leaves_no_server_behind(tmp_path):
+    """The console's end of the pipe closes with its process, however it ends; the
+    server then stops by itself, cleanly (its database committed), and exits."""
+    script = tmp_path / "abandoning_console.py"
+    script.write_text(ABANDONING_CONSOLE)
+    console = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        str(tmp_path / "data"),
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert console.stdin is not None and console.stdout is not None
+    line = await asyncio.wait_for(console.stdout.readline(), WAIT_S)
+    server = psutil.Process(int(line))
+
+    console.stdin.write(b"die\n")
+    await console.stdin.drain()
+    assert await console.wait() == 3
+
+    # Not our child (the console was its parent): no exit code, only its end.
+    await asyncio.to_thread(server.wait, WAIT_S)  # raises if it is still running
+    assert not server.is_running()
+    again = ProcessServer(ServerConfig(port=0, data_dir=tmp_path / "data"))
+    await again.start()  # the folder and its database are free
+    await again.stop()
+
+
 # --- calls ------------------------------------------------------------------------
 
 
-async def test_calls_return_the_servers_answers(threaded, tmp_path):
+async def test_calls_return_the_servers_answers(embedded, tmp_path):
     installer = tmp_path / "tool-1.0.sh"
     installer.write_text("#!/bin/sh\necho installed\n")
     fractions: list[tuple[float, int]] = []
 
-    row = await threaded.add_software(
+    row = await embedded.add_software(
         installer,
         name="Tool",
         version="1.0",
@@ -247,23 +400,23 @@ async def test_calls_return_the_servers_answers(threaded, tmp_path):
         progress=lambda f: fractions.append((f, threading.get_ident())),
     )
 
-    assert await threaded.list_software() == [row]
+    assert await embedded.list_software() == [row]
     assert fractions[-1][0] == 1.0
     assert {ident for _, ident in fractions} == {threading.get_ident()}
 
 
-async def test_server_errors_reach_the_caller_unchanged(threaded):
+async def test_server_errors_reach_the_caller_unchanged(embedded):
     with pytest.raises(NotFoundError, match="No deployment with id 12345"):
-        await threaded.get_deployment(12345)
+        await embedded.get_deployment(12345)
 
 
-async def test_a_new_enrollment_token_is_the_one_agents_need(threaded):
-    old = threaded.enrollment_token
+async def test_a_new_enrollment_token_is_the_one_agents_need(embedded):
+    old = embedded.enrollment_token
 
-    new = await threaded.regenerate_enrollment_token()
+    new = await embedded.regenerate_enrollment_token()
 
-    assert threaded.enrollment_token == new != old
-    agent = await _agent(threaded, "agent-new-token")
+    assert embedded.enrollment_token == new != old
+    agent = await _agent(embedded, "agent-new-token")
     await agent.close()
 
 
@@ -271,17 +424,17 @@ async def test_a_new_enrollment_token_is_the_one_agents_need(threaded):
 
 
 async def test_listeners_are_called_on_the_console_thread_in_the_servers_order(
-    threaded, tmp_path
+    embedded, tmp_path
 ):
     recorder = Recorder()
-    threaded.add_listener(recorder)
-    agents = [await _agent(threaded, f"agent-{n}") for n in range(1, 6)]
+    embedded.add_listener(recorder)
+    agents = [await _agent(embedded, f"agent-{n}") for n in range(1, 6)]
     installer = tmp_path / "tool-1.0.sh"
     installer.write_text("#!/bin/sh\necho installed\n")
-    software = await threaded.add_software(
+    software = await embedded.add_software(
         installer, name="Tool", version="1.0", installer_type="script"
     )
-    deployment = await threaded.create_deployment(
+    deployment = await embedded.create_deployment(
         [software["id"]], [agents[0].device_id]
     )
     await asyncio.wait_for(agents[0].jobs.get(), WAIT_S)
@@ -310,16 +463,16 @@ async def test_listeners_are_called_on_the_console_thread_in_the_servers_order(
     assert progress == steps
 
 
-async def test_no_event_reaches_a_listener_after_it_unsubscribed(threaded):
+async def test_no_event_reaches_a_listener_after_it_unsubscribed(embedded):
     leaving, staying = Recorder(), Recorder()
-    unsubscribe = threaded.add_listener(leaving)
-    threaded.add_listener(staying)
-    first = await _agent(threaded, "agent-1")
+    unsubscribe = embedded.add_listener(leaving)
+    embedded.add_listener(staying)
+    first = await _agent(embedded, "agent-1")
     await leaving.wait_for(lambda: leaving.payloads(DEVICE_UPDATE))
 
     unsubscribe()
     seen_before = len(leaving.calls)
-    second = await _agent(threaded, "agent-2")
+    second = await _agent(embedded, "agent-2")
     await staying.wait_for(
         lambda: any(p["agent_id"] == "agent-2" for p in staying.payloads(DEVICE_UPDATE))
     )
@@ -329,15 +482,15 @@ async def test_no_event_reaches_a_listener_after_it_unsubscribed(threaded):
     assert len(leaving.calls) == seen_before
 
 
-async def test_a_failing_listener_does_not_stop_the_others(threaded, caplog):
+async def test_a_failing_listener_does_not_stop_the_others(embedded, caplog):
     def broken(event: str, payload: dict[str, Any]) -> None:
         raise ValueError("a bug in one listener")
 
     recorder = Recorder()
-    threaded.add_listener(broken)
-    threaded.add_listener(recorder)
+    embedded.add_listener(broken)
+    embedded.add_listener(recorder)
 
-    agent = await _agent(threaded, "agent-1")
+    agent = await _agent(embedded, "agent-1")
     await recorder.wait_for(lambda: recorder.payloads(DEVICE_UPDATE))
     await agent.close()
 
@@ -349,14 +502,14 @@ async def test_a_failing_listener_does_not_stop_the_others(threaded, caplog):
 # --- the window -----------------------------------------------------------------
 
 
-async def test_an_agent_on_the_server_thread_appears_in_the_device_model(
+async def test_an_agent_of_the_server_process_appears_in_the_device_model(
     session, agents
 ):
-    assert isinstance(session.server, ThreadedServer)
-    assert _server_threads()
+    assert isinstance(session.server, ProcessServer)
+    assert session.server.pid in [child.pid for child in _children()]
     model = session.window.devices
 
-    agent = await agents("agent-threaded", "PC-THREADED-01")
+    agent = await agents("agent-process", "PC-PROCESS-01")
     await until(lambda: model.row_of(agent.device_id) is not None, model.rowsInserted)
 
     assert model.device(agent.device_id).online
