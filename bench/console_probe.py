@@ -1,13 +1,14 @@
 """Benchmark 4: the real console, offscreen, with many devices reporting.
 
 The console runs in its own process (`python -m bench.console_probe --port P
---data-dir D`, QT_QPA_PLATFORM=offscreen): a `ConsoleSession` -- the embedded
-server and the main window on one qasync loop -- plus a probe task that sleeps
-10 ms at a time and records how late it wakes up (the loop's lag). The controller
+--data-dir D`, QT_QPA_PLATFORM=offscreen): a `ConsoleSession` -- the main window
+on the qasync loop, its embedded server in a child process -- plus a probe task
+that sleeps 10 ms at a time and records how late it wakes up (the loop's lag). The controller
 (`run`) points a fleet at the embedded server and tells the probe, one line on stdin
 at a time, which phase is running:
 
-    mark <phase>   start a new lag segment (storm, reporting, ...)
+    mark <phase>   start a new lag segment (storm, reporting, ...); the answer
+                   holds the CPU seconds of the console and its server so far
     device_list    open a second main window on the same server and time until
                    its device list holds every device, then close it
     stop           print every segment's p50/p99/max and exit
@@ -23,7 +24,8 @@ probe then samples the server loop's lag too (`server_segments`);
 before that; `BENCH_SWITCH_INTERVAL=<seconds>` sets
 `sys.setswitchinterval` in the console process; `BENCH_CONSOLE_PROFILE=<file>`
 writes pyinstrument's text report of the console thread during the reporting
-phase there.
+phase there; `BENCH_CONSOLE_STALLS=<file>` writes there the console thread's
+stacks seen while its loop was stalled (`_StallWatch`), most frequent first.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ is judged while the server persists 5,000 status events a second)."""
 SERVER_MODE_ENV = "BENCH_CONSOLE_SERVER"
 SWITCH_INTERVAL_ENV = "BENCH_SWITCH_INTERVAL"
 PROFILE_ENV = "BENCH_CONSOLE_PROFILE"
+STALLS_ENV = "BENCH_CONSOLE_STALLS"
+STALL_S = 0.040
+"""A loop that has not woken the probe for this long is stalled (`_StallWatch`)."""
 
 
 def missing() -> str | None:
@@ -125,7 +130,9 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
         try:
             async with (
                 aiohttp.ClientSession() as http,
-                Fleet(options, processes=settings.processes) as fleet,
+                Fleet(
+                    options, processes=settings.processes, client=settings.client
+                ) as fleet,
             ):
                 await probe.ask("mark storm")
                 results = await probe.guard(fleet.connect(devices, prefix="console"))
@@ -133,7 +140,8 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
                 api = AdminApi(server, http)
                 software_id = await api.software_id(package)
                 await fleet.stats(jobs=False, reset=True)
-                await probe.ask("mark reporting")
+                cpu_before = await probe.ask("mark reporting")
+                fleet_cpu_before = fleet.cpu_seconds()
                 start = time.monotonic()
                 deployment = await probe.guard(
                     api.create_deployment([software_id], device_ids, "bench console")
@@ -147,7 +155,9 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
                     _sample_reports(fleet, finished, settings.ingest_seconds)
                 )
                 await probe.guard(finished)
-                await probe.ask("mark idle")
+                cpu_after = await probe.ask("mark idle")
+                reporting_s = time.monotonic() - start
+                fleet_cpu = fleet.cpu_seconds() - fleet_cpu_before
                 shown = await probe.ask("device_list")
         finally:
             await listener.close()
@@ -170,6 +180,14 @@ async def run(workdir: Path, settings: Any) -> dict[str, Any]:
         "lag_p99_ms": reporting.get("p99_ms"),
         "lag_max_ms": reporting.get("max_ms"),
         "server_lag_p99_ms": server_segments.get("reporting", {}).get("p99_ms"),
+        # Cores busy while reporting (CPU seconds per second): what each part of
+        # the run took from the machine's two.
+        "reporting_s": reporting_s,
+        "cores_console": (cpu_after["console_cpu_s"] - cpu_before["console_cpu_s"])
+        / reporting_s,
+        "cores_server": (cpu_after["server_cpu_s"] - cpu_before["server_cpu_s"])
+        / reporting_s,
+        "cores_fleet": fleet_cpu / reporting_s,
         "device_list_s": shown["seconds"],
         "device_list_rows": shown["rows"],
         "segments": segments,
@@ -267,8 +285,12 @@ class _LagProbe:
     def __init__(self) -> None:
         self.segments: dict[str, list[float]] = {"start": []}
         self._current = self.segments["start"]
+        self.phase = "start"
+        self.woke = time.monotonic()
+        """When the probe last ran (read by `_StallWatch` from its thread)."""
 
     def mark(self, name: str) -> None:
+        self.phase = name
         self._current = self.segments.setdefault(name, [])
 
     async def sample(self) -> None:
@@ -276,6 +298,7 @@ class _LagProbe:
         while True:
             before = loop.time()
             await asyncio.sleep(PROBE_INTERVAL)
+            self.woke = time.monotonic()
             self._current.append(max(0.0, loop.time() - before - PROBE_INTERVAL))
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
@@ -290,6 +313,65 @@ class _LagProbe:
                 "max_ms": _ms(max(lags) if lags else None),
             }
         return out
+
+
+class _StallWatch:
+    """Where the console's thread is while its loop is stalled (`BENCH_CONSOLE_STALLS`).
+
+    A thread looks every 5 ms; when the probe has not run for `STALL_S`, it notes
+    the console thread's stack, once per stall at each 10 ms of it. At the end the
+    stacks are written, most frequent first: what the profiler's averages hide,
+    the code that runs while the window cannot repaint.
+    """
+
+    def __init__(self, probe: _LagProbe, path: str) -> None:
+        import threading
+
+        self._probe = probe
+        self._path = path
+        self._target = threading.get_ident()
+        self._stacks: dict[tuple[str, ...], int] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stall-watch")
+        self._thread.start()
+
+    def _watch(self) -> None:
+        import traceback
+
+        while not self._done.wait(0.005):
+            if time.monotonic() - self._probe.woke < STALL_S:
+                continue
+            frame = sys._current_frames().get(self._target)
+            if frame is None:
+                continue
+            frames = traceback.extract_stack(frame)[-14:]
+            stack = (
+                f"phase {self._probe.phase}",
+                *(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames),
+            )
+            self._stacks[stack] = self._stacks.get(stack, 0) + 1
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+        ranked = sorted(self._stacks.items(), key=lambda item: -item[1])
+        with open(self._path, "w") as out:
+            for stack, count in ranked[:40]:
+                out.write(f"{count * 5} ms\n    " + "\n    ".join(stack) + "\n\n")
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this process and of its children (the server's)."""
+    import psutil
+
+    me = psutil.Process()
+    own = me.cpu_times()
+    server = 0.0
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            server += times.user + times.system
+    return {"console_cpu_s": own.user + own.system, "server_cpu_s": server}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -388,6 +470,9 @@ async def _console_main(args: argparse.Namespace) -> None:
     session.window.show()
     probe = _LagProbe()
     sampler = asyncio.ensure_future(probe.sample())
+    stalls = (
+        _StallWatch(probe, os.environ[STALLS_ENV]) if STALLS_ENV in os.environ else None
+    )
     server = session.server
     server_probe: _LagProbe | None = None
     server_sampler: Any = None
@@ -414,11 +499,14 @@ async def _console_main(args: argparse.Namespace) -> None:
                 probe.mark(command.removeprefix("mark "))
                 if server_probe is not None:
                     server_probe.mark(command.removeprefix("mark "))
-                _answer({"ok": True})
+                _answer({"ok": True, **_cpu_seconds()})
             elif command == "device_list":
                 expected = len(await session.server.list_devices())
                 _answer(await _time_device_list(session.server, expected))
             elif command == "stop":
+                if stalls is not None:
+                    stalls.close()  # before the answer: then the process may end
+                    stalls = None
                 _answer(
                     {
                         "ok": True,
@@ -428,6 +516,8 @@ async def _console_main(args: argparse.Namespace) -> None:
                 )
                 return
     finally:
+        if stalls is not None:
+            stalls.close()
         stdin.close()
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)

@@ -33,7 +33,10 @@ agents are disconnected, the database committed) and exits; a server process tha
 dies fails the calls waiting on it with `ServerProcessError`.
 
 Threads: in each process one reader thread blocks on the pipe and hands every
-message to its process's event loop; everything else happens on the loops. Every
+message to its process's event loop. The server process writes from a thread of
+its own too, so that a console slow to read never holds up the server's loop;
+what the server says meanwhile gathers into one outbox message. Everything else
+happens on the loops. Every
 method of `ProcessServer` is called on the console thread, and every listener and
 `progress` callback is called there.
 """
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 
 PROCESS_NAME = "deploy-server"
 READER_THREAD_NAME = "deploy-server-pipe"
+WRITER_THREAD_NAME = "deploy-server-pipe-writer"
 EXIT_TIMEOUT_S = 30.0
 """How long a stopped server process may take to exit before it is killed."""
 
@@ -335,15 +339,30 @@ class _Child:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.calls: dict[int, asyncio.Task[None]] = {}
-        self.outbox: list[tuple[Any, ...]] = []
-        self.outbox_lock = threading.Lock()
+        # Messages for the console, in order, written by the writer thread. The
+        # last may be an "outbox" still taking items.
+        self.outgoing: list[tuple[Any, ...]] = []
+        self.outgoing_changed = threading.Condition()
+        self.closing = False
         self.server: Any = None
 
     async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        writer = threading.Thread(target=self._write, name=WRITER_THREAD_NAME)
+        writer.start()
+        try:
+            await self._serve()
+        finally:
+            with self.outgoing_changed:
+                self.closing = True
+                self.outgoing_changed.notify()
+            writer.join()  # everything said is written before the process ends
+
+    async def _serve(self) -> None:
         from server.app import DeployServer
         from server.runtime import tune_garbage_collector
 
-        self.loop = asyncio.get_running_loop()
+        assert self.loop is not None
         self._forward_logging()
         threading.Thread(
             target=self._read, name=READER_THREAD_NAME, daemon=True
@@ -368,7 +387,6 @@ class _Child:
             for task in self.calls.values():
                 task.cancel()
             await server.stop()
-            self._flush()
             self._send(("stopped",))
 
     async def _run(self) -> None:
@@ -401,20 +419,15 @@ class _Child:
         except asyncio.CancelledError:
             return  # the console stopped waiting; nobody reads an answer
         except Exception as exc:
-            self._flush()  # events before the answer, as on one loop
             self._send(("error", call_id, _crossable(exc)))
         else:
-            self._flush()
             self._send(("result", call_id, result))
         finally:
             self.calls.pop(call_id, None)
 
     def _progress_sender(self, call_id: int) -> Callable[[float], None]:
-        loop = self.loop
-        assert loop is not None
-
         def progress(fraction: float) -> None:  # any thread (hashing runs in one)
-            loop.call_soon_threadsafe(self._send, ("progress", call_id, fraction))
+            self._send(("progress", call_id, fraction))
 
         return progress
 
@@ -424,20 +437,20 @@ class _Child:
         self._post(("event", event, payload))
 
     def _post(self, item: tuple[Any, ...]) -> None:
-        """Queue an item for the console (any thread); the first of a batch
-        schedules the one send that takes them all."""
-        with self.outbox_lock:
-            self.outbox.append(item)
-            first = len(self.outbox) == 1
-        if first and self.loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closing
-                self.loop.call_soon_threadsafe(self._flush)
+        """Queue an event or log record for the console (any thread): it joins
+        the outbox waiting to be written, or starts one."""
+        with self.outgoing_changed:
+            if self.outgoing and self.outgoing[-1][0] == "outbox":
+                self.outgoing[-1][1].append(item)
+            else:
+                self.outgoing.append(("outbox", [item]))
+                self.outgoing_changed.notify()
 
-    def _flush(self) -> None:
-        with self.outbox_lock:
-            items, self.outbox = self.outbox, []
-        if items:
-            self._send(("outbox", items))
+    def _send(self, message: tuple[Any, ...]) -> None:
+        """Queue one message for the console (any thread), after what came before."""
+        with self.outgoing_changed:
+            self.outgoing.append(message)
+            self.outgoing_changed.notify()
 
     def _forward_logging(self) -> None:
         root = logging.getLogger()
@@ -468,9 +481,26 @@ class _Child:
             if message[0] == "eof":
                 return
 
-    def _send(self, message: tuple[Any, ...]) -> None:
-        """Write one message (server loop). Something that cannot be pickled is
-        replaced by an error for the console, not lost without a word."""
+    def _write(self) -> None:
+        """The writer thread: write what is queued, in order, until closing.
+
+        The server's loop never waits for the pipe: while the console is slow to
+        read (busy repainting, say), the writes wait here, and the events of the
+        meantime gather into one outbox.
+        """
+        while True:
+            with self.outgoing_changed:
+                while not self.outgoing and not self.closing:
+                    self.outgoing_changed.wait()
+                messages, self.outgoing = self.outgoing, []
+                if not messages:
+                    return  # closing, and everything is written
+            for message in messages:
+                self._write_one(message)
+
+    def _write_one(self, message: tuple[Any, ...]) -> None:
+        """Something that cannot be pickled is replaced by an error for the
+        console, not lost without a word."""
         try:
             self.pipe.send(message)
         except (OSError, ValueError):
@@ -478,7 +508,7 @@ class _Child:
         except Exception as exc:  # pickling failed
             if message[0] in ("result", "error"):
                 error = ServerProcessError(f"the answer could not be sent: {exc}")
-                self._send(("error", message[1], error))
+                self._write_one(("error", message[1], error))
             else:
                 log.error("a %s message could not be sent: %s", message[0], exc)
 

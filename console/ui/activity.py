@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -58,8 +59,16 @@ class ActivityModel(HeaderedTableModel):
         return None
 
     def add_line(self, stamp: str, level: int, message: str) -> None:
-        self.beginInsertRows(QModelIndex(), 0, 0)
-        self._lines.insert(0, (stamp, level, message))
+        self.add_lines([(stamp, level, message)])
+
+    def add_lines(self, lines: list[tuple[str, int, str]]) -> None:
+        """Add lines in the order they were logged, as one inserted block at the
+        top (a registration storm logs thousands a second)."""
+        if not lines:
+            return
+        lines = lines[-MAX_LINES:]
+        self.beginInsertRows(QModelIndex(), 0, len(lines) - 1)
+        self._lines[:0] = reversed(lines)
         self.endInsertRows()
         if len(self._lines) > MAX_LINES:
             self.beginRemoveRows(QModelIndex(), MAX_LINES, len(self._lines) - 1)
@@ -70,33 +79,46 @@ class ActivityModel(HeaderedTableModel):
         return [message for _, _, message in self._lines]
 
 
-class _RecordSignal(QObject):
-    record_emitted = Signal(str, int, str)
+class _Drain(QObject):
+    ready = Signal()
 
 
 class ActivityHandler(logging.Handler):
     """A logging handler that feeds an `ActivityModel`.
 
-    Safe from any thread: records travel to the GUI thread through a queued Qt
-    signal (the server logs from executor threads too, e.g. while hashing).
+    Safe from any thread: records wait in a list under a lock, and the first of
+    a batch sends one queued Qt signal to the GUI thread, which takes them all
+    into the model as one block (the server logs from executor threads too, and
+    a big fleet logs thousands of lines a second while it registers).
     """
 
     def __init__(self, model: ActivityModel, level: int = logging.INFO) -> None:
         super().__init__(level)
-        self._signal = _RecordSignal()
-        self._signal.record_emitted.connect(
-            model.add_line, Qt.ConnectionType.QueuedConnection
-        )
+        self._model = model
+        self._waiting: list[tuple[str, int, str]] = []
+        self._waiting_lock = threading.Lock()
+        self._drain = _Drain()
+        self._drain.ready.connect(self._take, Qt.ConnectionType.QueuedConnection)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
             stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-            self._signal.record_emitted.emit(stamp, record.levelno, message)
+            with self._waiting_lock:
+                self._waiting.append((stamp, record.levelno, message))
+                first = len(self._waiting) == 1
+            if first:
+                self._drain.ready.emit()
         except RuntimeError:
             pass  # the Qt object is already gone while the process shuts down
         except Exception:  # a bad log call must not break the caller
             self.handleError(record)
+
+    def _take(self) -> None:
+        """Move every waiting line into the model (GUI thread)."""
+        with self._waiting_lock:
+            lines, self._waiting = self._waiting, []
+        self._model.add_lines(lines)
 
 
 class ActivityPanel(QWidget):

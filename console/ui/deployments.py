@@ -189,11 +189,11 @@ class TargetModel(_TableModel):
             start = previous = row
 
     def apply_updates(self, payloads: list[dict[str, Any]]) -> None:
-        """Apply a batch of `software_deployment_update`s and announce the changed
-        rows before returning (one `dataChanged` per contiguous run)."""
+        """Apply a batch of `software_deployment_update`s; the changed rows are
+        announced at the next tick (`flush`: one `dataChanged` per contiguous
+        run), as the device list does."""
         for payload in payloads:
             self.apply_update(payload)
-        self.flush()
 
     def refresh(self, deployment: dict[str, Any]) -> None:
         """Take the stored targets of the shown deployment (exit codes, log tails)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Qt
 
-from console.bridge import ServerBridge
+from console.bridge import SLICE, ServerBridge
+from console.ui.activity import ActivityHandler, ActivityModel
 from console.ui.deployments import TargetModel
 from console.ui.devices import Column, DeviceFilter, DeviceModel, DeviceView
 from console.ui.progress import PROGRESS_ROLE
 from protocol import DEVICE_UPDATE, SOFTWARE_DEPLOYMENT_UPDATE
-from tests.console.conftest import next_emission
+from tests.console.conftest import WAIT_S, next_emission, until
 
 
 class ListenerHost:
@@ -67,6 +71,31 @@ async def test_a_burst_of_reports_is_delivered_as_one_batch_per_tick(qapp):
     assert len(batches) == 1
     assert len(batches[0]) == 200
     assert {p["progress"] for p in batches[0]} == {90}
+
+
+async def test_a_batch_bigger_than_a_slice_arrives_in_order_across_loop_turns(qapp):
+    """4,000 devices finishing in one tick must not hold the loop for one long
+    slot call: the window gets them in slices, and the loop runs in between."""
+    host = ListenerHost()
+    bridge = ServerBridge(host)
+    slices: list[list] = []
+    turns: list[int] = []  # how many slices had arrived when the loop next ran
+    all_delivered = asyncio.Event()
+
+    def on_slice(payloads: list) -> None:
+        slices.append(payloads)
+        asyncio.get_running_loop().call_soon(turns.append, len(slices))
+        if sum(map(len, slices)) == 2 * SLICE + 1:
+            all_delivered.set()
+
+    bridge.targets_changed.connect(on_slice)
+    for device_id in range(1, 2 * SLICE + 2):
+        host.publish(SOFTWARE_DEPLOYMENT_UPDATE, _report(device_id, 60))
+    await asyncio.wait_for(all_delivered.wait(), WAIT_S)
+
+    assert [len(s) for s in slices] == [SLICE, SLICE, 1]
+    assert [p["device_id"] for s in slices for p in s] == list(range(1, 2 * SLICE + 2))
+    assert turns[:2] == [1, 2]  # the loop ran after each slice, before the next
 
 
 async def test_a_superseded_report_keeps_the_message_the_latest_leaves_out(qapp):
@@ -125,7 +154,7 @@ def _fleet(count: int) -> list[dict]:
     ]
 
 
-def test_thousands_of_target_updates_are_one_data_changed_without_reset(qapp):
+def test_thousands_of_target_updates_in_a_tick_are_one_data_changed_no_reset(qapp):
     model = DeviceModel()
     model.apply_devices(_fleet(5000))
     proxy = DeviceFilter()
@@ -136,7 +165,9 @@ def test_thousands_of_target_updates_are_one_data_changed_without_reset(qapp):
     view.show()
     source_seen, proxy_seen = _record(model), _record(proxy)
 
-    model.apply_targets([_report(n, 75) for n in range(1, 5001)])
+    model.apply_targets([_report(n, 75) for n in range(1, 2501)])
+    model.apply_targets([_report(n, 75) for n in range(2501, 5001)])
+    model.flush()  # the tick's announcement
 
     assert source_seen == {"changed": 1, "reset": 0, "layout": 0}
     assert proxy_seen["reset"] == 0
@@ -178,3 +209,29 @@ def test_refreshing_the_shown_deployment_changes_rows_in_place(qapp):
     assert seen == {"changed": 1, "reset": 0, "layout": 0}
     assert model.index(41, 4).data() == "1603"
     assert model.row_dict(41)["log_tail"] == "error 1603"
+
+
+async def test_a_storm_of_log_lines_reaches_the_activity_list_as_one_block(qapp):
+    """A thread logs 300 lines (as the server's executor threads do) before the
+    GUI thread runs again: one inserted block, newest first, nothing lost."""
+    model = ActivityModel()
+    handler = ActivityHandler(model)
+    inserted: list[tuple[int, int]] = []
+    model.rowsInserted.connect(lambda _p, first, last: inserted.append((first, last)))
+    logger = logging.getLogger("tests.activity_storm")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        writer = threading.Thread(
+            target=lambda: [logger.info("line %d", n) for n in range(300)]
+        )
+        writer.start()
+        writer.join()
+        await until(lambda: model.rowCount() == 300, model.rowsInserted)
+    finally:
+        logger.removeHandler(handler)
+
+    assert inserted == [(0, 299)]
+    assert model.messages()[0] == "line 299"
+    assert model.messages()[-1] == "line 0"
