@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 SERVER_KEY: web.AppKey[DeployServer] = web.AppKey("deploy_server")
 MAX_JSON_BODY = 1024 * 1024
 UPLOAD_FLUSH = 1024 * 1024
+DOWNLOAD_CHUNK = 1024 * 1024
+"""Bytes per read when a package is sent by copying (uvloop has no sendfile, so
+aiohttp reads and writes the file in chunks): 1 MiB instead of aiohttp's 256 KiB
+costs a quarter of the executor round trips per GB, and 32 MiB of buffers at 32
+concurrent downloads."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -306,4 +311,8 @@ async def download_package(request: web.Request) -> web.StreamResponse:
     if path is None:
         raise NotFoundError("No such package.")
     log.debug("package %s requested by %s", path.name, request.remote)
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    return web.FileResponse(
+        path,
+        chunk_size=DOWNLOAD_CHUNK,
+        headers={"Content-Type": "application/octet-stream"},
+    )
