@@ -245,7 +245,15 @@ class Repository:
 
         async with self._sessions() as session, session.begin():
             packages = await _fetch(session, Software, software_ids, "package")
-            devices = await _fetch(session, Device, device_ids, "device")
+            # Rows, not ORM objects: 4,000 Device instances took a third of the
+            # time before the first job could go out.
+            devices = await _fetch(
+                session,
+                Device,
+                device_ids,
+                "device",
+                columns=(Device.id, Device.agent_id, Device.hostname),
+            )
             now = utcnow()
             name = deployment_name or _default_name(packages, len(devices))
             deployment = Deployment(
@@ -287,7 +295,7 @@ class Repository:
                 ).all()
             )
         self.jobs_epoch += 1
-        jobs = [_job(deployment.id, d, packages, attempt=1) for d in devices]
+        jobs = _jobs(deployment.id, devices, packages, attempt=1)
         result = {
             **_deployment_columns(deployment),
             "software_ids": [p.id for p in packages],
@@ -691,10 +699,20 @@ def _default_name(packages: list[Software], device_count: int) -> str:
 # --- queries and shapes -------------------------------------------------------
 
 
-async def _fetch(session: AsyncSession, model, ids: list[int], what: str) -> list:
-    rows = {
-        r.id: r for r in await session.scalars(select(model).where(model.id.in_(ids)))
-    }
+async def _fetch(
+    session: AsyncSession,
+    model,
+    ids: list[int],
+    what: str,
+    columns: tuple | None = None,
+) -> list:
+    """The rows of `model` with these ids, in their order (NotFoundError if one
+    is missing): ORM objects, or only `columns` (rows with those attributes)."""
+    if columns is None:
+        found = await session.scalars(select(model).where(model.id.in_(ids)))
+    else:
+        found = await session.execute(select(*columns).where(model.id.in_(ids)))
+    rows = {r.id: r for r in found}
     missing = [i for i in ids if i not in rows]
     if missing:
         shown = ", ".join(str(i) for i in missing[:10])
@@ -781,8 +799,26 @@ async def _counts(
     return counts, progress
 
 
+def _jobs(
+    deployment_id: int, devices: list[Any], packages: list[Software], attempt: int
+) -> list[Job]:
+    """The same job for many devices: validated once (`_job`), then one dict per
+    device that differs only in `device_id` (the package list is shared, and
+    nothing changes a payload after it is made)."""
+    if not devices:
+        return []
+    first = _job(deployment_id, devices[0], packages, attempt)
+    return [
+        first,
+        *(
+            Job(d.agent_id, d.id, deployment_id, {**first.payload, "device_id": d.id})
+            for d in devices[1:]
+        ),
+    ]
+
+
 def _job(
-    deployment_id: int, device: Device, packages: list[Software], attempt: int
+    deployment_id: int, device: Any, packages: list[Software], attempt: int
 ) -> Job:
     payload = protocol.InstallSoftware(
         deployment_id=deployment_id,

@@ -36,6 +36,22 @@ async def test_job_lists_the_package_with_a_server_path_and_hash(
     assert item["installer_type"] == "script"
 
 
+async def test_one_deployment_to_many_agents_gives_each_its_own_job(
+    server, package, agent_factory
+):
+    agents = [await agent_factory(f"agent-{n}") for n in range(1, 4)]
+
+    deployment = await server.create_deployment(
+        [package["id"]], [a.device_id for a in agents]
+    )
+    jobs = [await a.next(protocol.INSTALL_SOFTWARE) for a in agents]
+
+    assert [j["device_id"] for j in jobs] == [a.device_id for a in agents]
+    assert {j["deployment_id"] for j in jobs} == {deployment["id"]}
+    assert jobs[0]["software_list"] == jobs[2]["software_list"]
+    assert [item["sha256"] for item in jobs[1]["software_list"]] == [package["sha256"]]
+
+
 async def test_deployment_carries_targets_and_software_ids(
     server, package, agent_factory
 ):
