@@ -149,33 +149,10 @@ class EmbeddedServer:
     async def list_software(self) -> list[dict[str, Any]]:
         return await self._forward("list_software")
 
-    async def add_software(
-        self,
-        path: str | Path,
-        *,
-        name: str,
-        version: str = "",
-        installer_type: str,
-        install_args: str = "",
-        timeout_s: int = 3600,
-        file_name: str | None = None,
-        progress: Callable[[float], Any] | None = None,
-        move: bool = False,
-    ) -> dict[str, Any]:
-        """As `DeployServer.add_software`; `progress(fraction)` is called on the
-        console thread."""
-        return await self._forward(
-            "add_software",
-            path,
-            name=name,
-            version=version,
-            installer_type=installer_type,
-            install_args=install_args,
-            timeout_s=timeout_s,
-            file_name=file_name,
-            progress=progress,
-            move=move,
-        )
+    async def add_software(self, path: str | Path, **options: Any) -> dict[str, Any]:
+        """As `DeployServer.add_software(path, **options)` (the same keywords);
+        a `progress(fraction)` callback is called on the console thread."""
+        return await self._forward("add_software", path, **options)
 
     async def create_deployment(
         self,
