@@ -3,9 +3,9 @@
 The console runs in its own process (`python -m bench.console_probe --port P
 --data-dir D`, QT_QPA_PLATFORM=offscreen): a `ConsoleSession` -- the main window
 on the qasync loop, its embedded server in a child process -- plus a probe task
-that sleeps 10 ms at a time and records how late it wakes up (the loop's lag). The controller
-(`run`) points a fleet at the embedded server and tells the probe, one line on stdin
-at a time, which phase is running:
+that sleeps 10 ms at a time and records how late it wakes up (the loop's lag).
+The controller (`run`) points a fleet at the embedded server and tells the probe,
+one line on stdin at a time, which phase is running:
 
     mark <phase>   start a new lag segment (storm, reporting, ...); the answer
                    holds the CPU seconds of the console and its server so far

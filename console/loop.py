@@ -87,26 +87,20 @@ class ConsoleEventLoop(qasync.QEventLoop):
         super().close()
 
 
-class SharedInterpreter:
-    """How the GUI thread shares Python with the embedded server's thread.
+class GuiThreadCollector:
+    """Garbage is collected on the GUI thread only, on a Qt timer.
 
-    One interpreter lock serves both threads (`console.server_thread`). While a
-    server thread runs:
+    CPython collects on whichever thread allocates past the threshold: an executor
+    thread (hashing a package, removing a folder) or the embedded server's thread.
+    A collection there that frees a Qt object of the window (a dialog, a model, a
+    timer left in a reference cycle) destroys it on the wrong thread: its timers
+    stay registered with the GUI thread's dispatcher and the next one crashes the
+    process (seen in the console tests: SIGSEGV in QTimerInfoList::activateTimers).
+    So while a console runs, automatic collection is off and the timer applies
+    CPython's own rule (`gc.get_threshold()`) every `COLLECT_MS`.
 
-    - Garbage is collected on the GUI thread only, on a Qt timer. CPython collects
-      on whichever thread allocates past the threshold, mostly the server's; a
-      collection there that frees a Qt object of the window (a dialog, a model, a
-      timer left in a reference cycle) destroys it on the wrong thread: its timers
-      stay registered with the GUI thread's dispatcher and the next one crashes
-      the process (seen in the console tests: SIGSEGV in
-      QTimerInfoList::activateTimers). So automatic collection is off and the
-      timer applies CPython's own rule (`gc.get_threshold()`) every `COLLECT_MS`.
-    - The switch interval is `SWITCH_INTERVAL_S` instead of CPython's 5 ms: each
-      time Qt calls into Python (a timer, a socket, an event) the GUI thread waits
-      for the lock, up to one interval while the server thread computes.
-
-    Reference-counted: `acquire()` on the GUI thread when a server thread starts,
-    `release()` when it has ended; the last release puts both settings back.
+    Reference-counted: `acquire()` on the GUI thread, `release()` when done; the
+    last release puts automatic collection back.
     """
 
     COLLECT_MS = 50
@@ -117,17 +111,11 @@ class SharedInterpreter:
     CPython also holds full collections back until the long-lived objects have
     grown by a quarter, a count Python code cannot read; a time floor bounds
     their cost instead (0.3-0.5 s each with a big fleet in memory)."""
-    SWITCH_INTERVAL_S = 0.001
-    """Measured with a thread that never idles: Qt's calls into Python ran at 5k/s
-    with 1 ms against 3.7k/s with 5 ms, and paint calls made from inside Python
-    (`console.ui.tables.TableView`) at 25k/s against 10k/s, about what they run
-    at alone (28k/s)."""
 
     def __init__(self) -> None:
         self._users = 0
         self._timer: QTimer | None = None
         self._was_enabled = True
-        self._switch_interval = sys.getswitchinterval()
         self._last_full = time.monotonic()
 
     def acquire(self) -> None:
@@ -138,8 +126,6 @@ class SharedInterpreter:
             self._timer.setInterval(self.COLLECT_MS)
             self._timer.timeout.connect(self.collect_due)
             self._timer.start()
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, self.SWITCH_INTERVAL_S))
         self._users += 1
 
     def release(self) -> None:
@@ -151,7 +137,6 @@ class SharedInterpreter:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        sys.setswitchinterval(self._switch_interval)
         self.collect_due()
         if self._was_enabled:
             gc.enable()
@@ -175,7 +160,55 @@ class SharedInterpreter:
         return generation
 
 
-shared_interpreter = SharedInterpreter()
+gui_collector = GuiThreadCollector()
+"""The process's one collector policy (see `GuiThreadCollector`)."""
+
+
+class SharedInterpreter:
+    """How the GUI thread shares Python with an embedded server's thread
+    (`console.server_thread`): one interpreter lock serves both. While a server
+    thread runs:
+
+    - garbage is collected on the GUI thread only (`gui_collector`);
+    - the switch interval is `SWITCH_INTERVAL_S` instead of CPython's 5 ms: each
+      time Qt calls into Python (a timer, a socket, an event) the GUI thread waits
+      for the lock, up to one interval while the server thread computes.
+
+    Reference-counted: `acquire()` on the GUI thread when a server thread starts,
+    `release()` when it has ended; the last release puts both settings back.
+    """
+
+    SWITCH_INTERVAL_S = 0.001
+    """Measured with a thread that never idles: Qt's calls into Python ran at 5k/s
+    with 1 ms against 3.7k/s with 5 ms, and paint calls made from inside Python
+    (`console.ui.tables.TableView`) at 25k/s against 10k/s, about what they run
+    at alone (28k/s)."""
+
+    def __init__(self, collector: GuiThreadCollector) -> None:
+        self._users = 0
+        self._collector = collector
+        self._switch_interval = sys.getswitchinterval()
+
+    def acquire(self) -> None:
+        self._collector.acquire()
+        if self._users == 0:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch_interval, self.SWITCH_INTERVAL_S))
+        self._users += 1
+
+    def release(self) -> None:
+        if self._users == 0:
+            return
+        self._users -= 1
+        if self._users == 0:
+            sys.setswitchinterval(self._switch_interval)
+        self._collector.release()
+
+    def collect_due(self) -> int | None:
+        return self._collector.collect_due()
+
+
+shared_interpreter = SharedInterpreter(gui_collector)
 """The process's one policy (see `SharedInterpreter`)."""
 
 

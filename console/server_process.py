@@ -103,6 +103,9 @@ class ProcessServer(EmbeddedServer):
         self._first: asyncio.Future[Any] | None = None  # "started" or "start_failed"
         self._stopped: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[int | None] | None = None  # the exit code
+        self.on_lost: Callable[[int | None], Any] | None = None
+        """Called (console thread) with the exit code if the running server
+        process ends without having been asked to: killed, crashed."""
 
     @property
     def pid(self) -> int | None:
@@ -143,8 +146,15 @@ class ProcessServer(EmbeddedServer):
         self._process.start()
         theirs.close()  # else the child's exit would not close the pipe for us
         self._pipe = ours
+        # A daemon: a console that ends without stop() (its loop broke, say)
+        # must not wait at exit for this thread's read, which only the child's
+        # exit ends; multiprocessing's exit handler then terminates the child,
+        # which stops cleanly on SIGTERM.
         self._reader = threading.Thread(
-            target=self._read, args=(ours, self._process), name=READER_THREAD_NAME
+            target=self._read,
+            args=(ours, self._process),
+            name=READER_THREAD_NAME,
+            daemon=True,
         )
         self._reader.start()
         try:
@@ -295,7 +305,8 @@ class ProcessServer(EmbeddedServer):
         )
         if self._first is not None and not self._first.done():
             self._first.set_exception(gone)
-        if was_running and (self._stopped is None or not self._stopped.done()):
+        lost = was_running and (self._stopped is None or not self._stopped.done())
+        if lost:
             log.error("%s", gone)
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)
@@ -304,6 +315,11 @@ class ProcessServer(EmbeddedServer):
                 future.set_exception(gone)
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(code)
+        if lost and self.on_lost is not None:
+            try:
+                self.on_lost(code)
+            except Exception:  # the report of a loss must not hide it
+                log.exception("on_lost failed")
 
 
 def _forwarded_log_level() -> int:

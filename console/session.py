@@ -14,6 +14,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QApplication
 
+from console.loop import gui_collector
 from console.server_process import ProcessServer
 from console.tasks import TaskKeeper
 from console.ui.main_window import MainWindow
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 DEMO_AGENTS = 3
 SHUTDOWN_GRACE_S = 5.0
 DEMO_REGISTER_TIMEOUT_S = 120
+RESTART_WINDOW_S = 60.0
+"""A server lost twice within this many seconds is not started a third time."""
 
 
 class ConsoleSession:
@@ -63,6 +66,8 @@ class ConsoleSession:
         self.fleet: Any = None
         self._closed = asyncio.Event()
         self._stopped = False
+        self._last_loss: float | None = None
+        self._collecting = False
         self._tasks = TaskKeeper(self.window.show_error)
         self.window.closed.connect(self._closed.set)
         self.window.port_change_requested.connect(self.on_port_change_requested)
@@ -73,7 +78,15 @@ class ConsoleSession:
         Raises the server's `EnvironmentFault`s (port in use, data folder, newer
         database) unchanged, with nothing left running.
         """
-        server = await self._start_server()
+        # Collected on this thread only, from now until stop() (see
+        # console.loop.GuiThreadCollector): the window's Qt objects must die here.
+        gui_collector.acquire()
+        self._collecting = True
+        try:
+            server = await self._start_server()
+        except BaseException:
+            self._release_collector()
+            raise
         log.info("console started; server listening on port %s", server.port)
         if self.demo:
             self._tasks.spawn(self._run_demo(), "starting the demo")
@@ -97,7 +110,13 @@ class ConsoleSession:
             await server.stop()
         self.window.close()
         self.window.deleteLater()
+        self._release_collector()
         log.info("console stopped")
+
+    def _release_collector(self) -> None:
+        if self._collecting:
+            self._collecting = False
+            gui_collector.release()
 
     # --- port change -----------------------------------------------------------
 
@@ -133,7 +152,43 @@ class ConsoleSession:
         await server.start()
         self.server = server
         self.window.attach(server)
+        if hasattr(server, "on_lost"):
+            server.on_lost = lambda code: self._tasks.spawn(
+                self._recover(server, code), "restarting the server"
+            )
         return server
+
+    async def _recover(self, server: Any, code: int | None) -> None:
+        """The server process ended unasked (killed, crashed): tell the
+        technician and start it again on the same port and data folder; a second
+        loss within `RESTART_WINDOW_S` is only reported."""
+        if self._stopped or self.server is not server:
+            return
+        try:
+            self.window.detach()
+            self.server = None
+            # The window's calls to the lost server can only fail: end them.
+            await self.window.tasks.cancel_all()
+            await server.stop()  # what is left of it: its pipe, its reader thread
+            now = asyncio.get_running_loop().time()
+            if self._last_loss is not None and now - self._last_loss < RESTART_WINDOW_S:
+                self.window.show_error(
+                    f"The server stopped unexpectedly again (exit code {code}). "
+                    "Restart Deploy Console; its log says why."
+                )
+                return
+            self._last_loss = now
+            self.window.show_error(
+                f"The server stopped unexpectedly (exit code {code}); "
+                "starting it again…"
+            )
+            await self.start_server_only()
+        except EnvironmentFault as exc:
+            log.error("the server could not start again: %s", exc)
+            self.window.show_error(f"The server could not start again: {exc}")
+        except Exception as exc:  # a task nobody awaits must still say it failed
+            log.exception("restarting the server failed")
+            self.window.show_error(f"The server could not start again: {exc}")
 
     # --- demo ------------------------------------------------------------------
 

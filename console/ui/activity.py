@@ -14,6 +14,7 @@ from PySide6.QtCore import (
     QSortFilterProxyModel,
     Qt,
     Signal,
+    Slot,
 )
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
@@ -79,8 +80,38 @@ class ActivityModel(HeaderedTableModel):
         return [message for _, _, message in self._lines]
 
 
-class _Drain(QObject):
+class _Inbox(QObject):
+    """Lines waiting for the GUI thread, and the queued signal that fetches them.
+
+    A child of the model, so Qt destroys it with the model, on the GUI thread;
+    its slot is its own method, so no reference cycle through a connection keeps
+    it for the garbage collector (which may run on any thread, and a Qt object
+    destroyed on the wrong thread crashes the process later).
+    """
+
     ready = Signal()
+
+    def __init__(self, model: ActivityModel) -> None:
+        super().__init__(model)  # the model is `parent()`: no Python reference
+        self._lines: list[tuple[str, int, str]] = []
+        self._lock = threading.Lock()
+        self.ready.connect(self._take, Qt.ConnectionType.QueuedConnection)
+
+    def put(self, line: tuple[str, int, str]) -> None:
+        """Queue a line (any thread); the first of a batch signals the GUI thread."""
+        with self._lock:
+            self._lines.append(line)
+            first = len(self._lines) == 1
+        if first:
+            self.ready.emit()
+
+    @Slot()
+    def _take(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+        model = self.parent()
+        if isinstance(model, ActivityModel):
+            model.add_lines(lines)
 
 
 class ActivityHandler(logging.Handler):
@@ -94,31 +125,17 @@ class ActivityHandler(logging.Handler):
 
     def __init__(self, model: ActivityModel, level: int = logging.INFO) -> None:
         super().__init__(level)
-        self._model = model
-        self._waiting: list[tuple[str, int, str]] = []
-        self._waiting_lock = threading.Lock()
-        self._drain = _Drain()
-        self._drain.ready.connect(self._take, Qt.ConnectionType.QueuedConnection)
+        self._inbox = _Inbox(model)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
             stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-            with self._waiting_lock:
-                self._waiting.append((stamp, record.levelno, message))
-                first = len(self._waiting) == 1
-            if first:
-                self._drain.ready.emit()
+            self._inbox.put((stamp, record.levelno, message))
         except RuntimeError:
             pass  # the Qt object is already gone while the process shuts down
         except Exception:  # a bad log call must not break the caller
             self.handleError(record)
-
-    def _take(self) -> None:
-        """Move every waiting line into the model (GUI thread)."""
-        with self._waiting_lock:
-            lines, self._waiting = self._waiting, []
-        self._model.add_lines(lines)
 
 
 class ActivityPanel(QWidget):

@@ -27,6 +27,7 @@ from console.embedded import EmbeddedServer
 from console.loop import SharedInterpreter, shared_interpreter
 from console.server_process import ProcessServer, ServerProcessError
 from console.server_thread import THREAD_NAME, ThreadedServer
+from console.session import ConsoleSession
 from protocol import DEVICE_UPDATE, SOFTWARE_DEPLOYMENT_UPDATE
 from server.config import ServerConfig
 from server.errors import DataDirError, NotFoundError, PortInUseError
@@ -229,7 +230,9 @@ async def test_a_stopped_server_can_be_replaced_on_the_same_folder(config):
         await second.stop()
 
 
-async def test_collection_runs_on_the_console_thread_while_the_server_runs(config):
+async def test_collection_runs_on_the_console_thread_while_the_thread_server_runs(
+    config,
+):
     enabled_before, interval_before = gc.isenabled(), sys.getswitchinterval()
     server = ThreadedServer(config)
     await server.start()
@@ -241,6 +244,23 @@ async def test_collection_runs_on_the_console_thread_while_the_server_runs(confi
 
     assert gc.isenabled() == enabled_before
     assert sys.getswitchinterval() == interval_before
+
+
+async def test_a_console_collects_garbage_on_its_own_thread_whatever_the_server(
+    qapp, config
+):
+    """Executor threads (hashing, removing folders) must not run a collection that
+    could destroy one of the window's Qt objects (see GuiThreadCollector)."""
+    enabled_before = gc.isenabled()
+    session = ConsoleSession(config)
+    await session.start()
+    try:
+        assert isinstance(session.server, ProcessServer)
+        assert not gc.isenabled()
+    finally:
+        await session.stop()
+
+    assert gc.isenabled() == enabled_before
 
 
 def test_the_collector_collects_what_is_due_and_nothing_else(qapp):
@@ -333,6 +353,45 @@ async def test_a_server_process_that_dies_fails_the_calls_with_a_clear_error(
     caplog.clear()  # the logged error is what this test expects
     await server.stop()
     assert _children() == []
+
+
+FORGETFUL_PROCESS_CONSOLE = """
+import asyncio, sys
+from pathlib import Path
+from console.server_process import ProcessServer
+from server.config import ServerConfig
+
+async def main():
+    config = ServerConfig(host="127.0.0.1", port=0, data_dir=Path(sys.argv[1]))
+    server = ProcessServer(config)
+    await server.start()
+    print(server.pid, flush=True)
+    raise SystemExit(5)  # as a broken loop would: no stop()
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+async def test_a_console_that_ends_without_stop_exits_and_stops_its_server(tmp_path):
+    """Nothing may wait at exit for the pipe (the reader thread is a daemon);
+    multiprocessing's exit handler then ends the server, which stops cleanly."""
+    script = tmp_path / "forgetful_console.py"
+    script.write_text(FORGETFUL_PROCESS_CONSOLE)
+    console = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        str(tmp_path / "data"),
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert console.stdout is not None
+    line = await asyncio.wait_for(console.stdout.readline(), WAIT_S)
+    server = psutil.Process(int(line))
+
+    assert await asyncio.wait_for(console.wait(), WAIT_S) == 5
+    await asyncio.to_thread(server.wait, WAIT_S)  # raises if it is still running
 
 
 ABANDONING_CONSOLE = """
@@ -513,3 +572,26 @@ async def test_an_agent_of_the_server_process_appears_in_the_device_model(
     await until(lambda: model.row_of(agent.device_id) is not None, model.rowsInserted)
 
     assert model.device(agent.device_id).online
+
+
+async def test_a_lost_server_process_is_reported_and_started_again(session, caplog):
+    """The technician is told, and the console carries on with a new server on
+    the same data folder (here port 0: a new free port)."""
+    lost = session.server
+    devices_before = await lost.list_devices()
+    attached: asyncio.Future = asyncio.get_running_loop().create_future()
+    session.window.server_attached.connect(
+        lambda server: attached.done() or attached.set_result(server)
+    )
+
+    await session.window.tasks.join()  # the window has loaded its lists
+
+    psutil.Process(lost.pid).kill()
+    replacement = await asyncio.wait_for(attached, WAIT_S)
+
+    assert replacement is session.server is not lost
+    assert replacement.running and replacement.pid != lost.pid
+    assert "stopped unexpectedly" in session.window.statusBar().currentMessage()
+    assert await replacement.list_devices() == devices_before
+    assert lost.pid not in [child.pid for child in _children()]
+    caplog.clear()  # the logged loss is what this test expects
