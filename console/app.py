@@ -16,7 +16,7 @@ from pathlib import Path
 from PySide6.QtCore import QSocketNotifier
 from PySide6.QtWidgets import QApplication, QMessageBox, QStyleFactory
 
-from server.config import DEFAULT_PORT, ServerConfig, default_data_dir
+from server.config import DEFAULT_PORT, ServerConfig, default_data_dir, port_number
 from server.errors import (
     DatabaseTooNewError,
     DataDirError,
@@ -36,7 +36,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="deploy-console",
         description="Push software to your devices: the console and its server.",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument(
         "--demo", action="store_true", help="start sample agents and packages"

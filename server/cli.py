@@ -19,7 +19,7 @@ from pathlib import Path
 
 from server import runtime
 from server.app import DeployServer
-from server.config import DEFAULT_PORT, ServerConfig, default_data_dir
+from server.config import DEFAULT_PORT, ServerConfig, default_data_dir, port_number
 from server.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="deploy-server", description="Deploy Console server without a window."
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free")
+    parser.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help="0: any free"
+    )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--database-url", default=None, help="SQLAlchemy async URL")
     parser.add_argument("--redis-url", default=None, help="scale-out message queue")

@@ -52,3 +52,17 @@ class ServerConfig:
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.sqlite_path}"
+
+
+def port_number(text: str) -> int:
+    """A TCP port from the command line, 0 (any free port) to 65535; argparse
+    reports anything else as a usage error instead of a traceback."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not between 0 and 65535")
+    return port

@@ -207,6 +207,14 @@ class AgentGateway:
             return _refuse(
                 sid, protocol.AGENT_REGISTER, "this connection is another agent's"
             )
+        if self._names_another_room(reg.agent_id):
+            # The agent's room is named after it: "consoles", or another
+            # connection's sid, would put it among the consoles or another agent.
+            return _refuse(
+                sid,
+                protocol.AGENT_REGISTER,
+                "that agent_id is reserved: choose another",
+            )
 
         epoch = self.repository.jobs_epoch
         device, jobs = await self._registrations.submit(reg)
@@ -335,6 +343,14 @@ class AgentGateway:
         if refusal:
             return _refuse(sid, event, refusal)
         return report
+
+    def _names_another_room(self, agent_id: str) -> bool:
+        """Whether a room named `agent_id` already means something else: the
+        consoles' room, or a connection's own room (python-socketio puts every
+        sid in a room named after it)."""
+        return agent_id == protocol.CONSOLES_ROOM or self.sio.manager.is_connected(
+            agent_id, "/"
+        )
 
     async def _authorize(self, sid: str, device_id: int) -> str | None:
         """Why `sid` may not report for `device_id`, or None if it may."""

@@ -121,3 +121,14 @@ async def test_runs_on_uvloop_where_it_is_installed(tmp_path):
         _, stderr = await process.communicate()
 
     assert uvloop.__name__ + " event loop" in stderr.decode()
+
+
+@pytest.mark.parametrize("port", ["99999", "-5", "http"])
+def test_a_port_outside_0_to_65535_is_a_usage_error(port):
+    """Not a silent wrap-around (99999 would listen on 34463) nor a traceback."""
+    from server.cli import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--port", port])
+
+    assert exit_info.value.code == 2

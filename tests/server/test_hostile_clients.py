@@ -182,3 +182,32 @@ async def test_agent_sending_disconnect_still_gets_its_jobs(server, raw, package
 
     job = await raw.event(protocol.INSTALL_SOFTWARE)
     assert job["deployment_id"] == deployment["id"]
+
+
+async def test_an_agent_named_after_the_consoles_room_is_refused(server):
+    intruder = FakeAgent(server.url, server.enrollment_token, protocol.CONSOLES_ROOM)
+    await intruder.connect()
+    try:
+        ack = await intruder.call(protocol.AGENT_REGISTER, intruder.registration())
+    finally:
+        await intruder.close()
+
+    assert ack["ok"] is False
+    assert "reserved" in ack["error"]
+    assert await server.list_devices() == []
+
+
+async def test_an_agent_named_after_another_connection_is_refused(server, agent):
+    """Every connection is in a room named after its sid: an agent of that name
+    would receive the other connection's jobs."""
+    victim_sid = agent.sid
+    intruder = FakeAgent(server.url, server.enrollment_token, victim_sid)
+    await intruder.connect()
+    try:
+        ack = await intruder.call(protocol.AGENT_REGISTER, intruder.registration())
+    finally:
+        await intruder.close()
+
+    assert ack["ok"] is False
+    assert "reserved" in ack["error"]
+    assert [d["agent_id"] for d in await server.list_devices()] == []
