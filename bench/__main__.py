@@ -40,6 +40,9 @@ from bench.fleet import (
 
 logger = logging.getLogger("bench")
 
+SKIPPABLE = frozenset({"ours", "node", "bare_python", "nginx", "console"})
+"""What `--skip` takes: the servers under test and the console benchmark."""
+
 SocketStarter = Callable[[Path, str, str, Path], Awaitable[procs.ServerProcess]]
 
 
@@ -243,7 +246,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated: node, bare_python, nginx, console (e.g. to profile)",
+        help="comma-separated: ours, node, bare_python, nginx, console",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.add_argument(
@@ -264,8 +267,14 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     if args.package_mb:
         settings.package_mb = args.package_mb
     settings.client = pick_client(args.client)
-    workdir = Path(tempfile.mkdtemp(prefix="deploy-bench-"))
     skip = frozenset(filter(None, args.skip.split(",")))
+    unknown = skip - SKIPPABLE
+    if unknown:
+        raise SystemExit(
+            f"python -m bench: --skip: unknown {', '.join(sorted(unknown))} "
+            f"(choose from {', '.join(sorted(SKIPPABLE))})"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="deploy-bench-"))
     run = Run(settings, args.peers, workdir, skip)
     try:
         await run.execute()
