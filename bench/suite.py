@@ -113,7 +113,10 @@ class ConsoleListener:
         self.sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
         self._done: dict[int, asyncio.Event] = {}
         self.finished_at: dict[int, float] = {}
+        self.lost = asyncio.Event()
+        """Set when the connection dropped: no deployment's end can arrive now."""
         self.sio.on(DEPLOYMENT_UPDATE, self.on_deployment_update)
+        self.sio.on("disconnect", lambda *_reason: self.lost.set())
 
     async def connect(self) -> None:
         await self.sio.connect(
@@ -134,9 +137,25 @@ class ConsoleListener:
         return self._done.setdefault(deployment_id, asyncio.Event())
 
     async def wait_finished(self, deployment_id: int, within: float) -> float:
-        """When the deployment ended; TimeoutError after `within` seconds."""
-        await asyncio.wait_for(self._event(deployment_id).wait(), within)
-        return self.finished_at[deployment_id]
+        """When the deployment ended; TimeoutError after `within` seconds, and
+        ConnectionError at once if the listener's connection drops (a server too
+        busy to answer its pings) instead of waiting out `within` for nothing."""
+        done = asyncio.ensure_future(self._event(deployment_id).wait())
+        lost = asyncio.ensure_future(self.lost.wait())
+        try:
+            await asyncio.wait(
+                {done, lost}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            done.cancel()
+            lost.cancel()
+        if deployment_id in self.finished_at:
+            return self.finished_at[deployment_id]
+        if self.lost.is_set():
+            raise ConnectionError(
+                f"the console listener lost its connection to {self._server.name}"
+            )
+        raise TimeoutError(f"deployment {deployment_id} not finished in {within} s")
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # already disconnected is fine here
