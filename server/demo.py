@@ -169,6 +169,9 @@ class AgentDirs:
 class DemoFleet:
     """A few real `deploy-agent` processes on this machine that act as devices.
 
+    TODO(demo): the agents outlive a console killed with SIGKILL (they are not
+    told when their parent dies), and their token is on their command line.
+
     Each agent is its own process with its own state folder and install root under
     `base_dir` (a temporary folder by default, removed by `stop`). Agent ids are
     `demo-agent-1` .. `demo-agent-N`. With `msiexec` (e.g. "wine msiexec") the

@@ -559,6 +559,9 @@ def _shown(event: str) -> str:
 def _refuse(
     sid: str, event: str, reason: str, code: str | None = None
 ) -> dict[str, Any]:
+    # TODO(server): one line per refusal, without a rate limit: a client sending
+    # thousands of malformed events a second floods the log (and the console's
+    # activity list, which keeps the last 5,000 lines).
     log.warning("refused %s from %s: %s", event, sid, reason)
     return ack_error(reason, code)
 

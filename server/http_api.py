@@ -223,6 +223,11 @@ async def retry_deployment(request: web.Request) -> web.Response:
 async def upload_software(request: web.Request) -> web.Response:
     """Multipart upload: fields of `_SoftwareForm` and one `file` part.
 
+    TODO(server): a malformed multipart body (a part without headers) is answered
+    500 from aiohttp's InvalidHeader instead of 400; and a package added here
+    reaches a running console's library only at its next start (no event tells
+    the consoles).
+
     The file is streamed to a temporary file inside the package store (never held
     in memory), refused past `ServerConfig.max_upload_bytes`, then stored as any
     other package.
