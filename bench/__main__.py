@@ -40,6 +40,8 @@ from bench.fleet import (
 
 logger = logging.getLogger("bench")
 
+# TODO(bench): every figure is one run; registration, fan-out and downloads move
+# by 20-100 % between runs on 2 cores, and a repeat-and-median mode would settle it.
 SKIPPABLE = frozenset({"ours", "node", "bare_python", "nginx", "console"})
 """What `--skip` takes: the servers under test and the console benchmark."""
 

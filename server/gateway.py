@@ -294,6 +294,9 @@ class AgentGateway:
         log.debug("agent %s [%s] rooms: %s", agent_id, sid, self.sio.rooms(sid))
         return ack_ok(room=request.room)
 
+    # TODO(server): python-socketio runs each event in a task of its own and this
+    # ack is a frame of its own: the two are most of a report's cost (see
+    # bench/README.md, "Profiler findings") and bound ingestion near 5,000/s.
     async def on_installation_status(self, sid: str, data: Any) -> dict[str, Any]:
         event = protocol.SOFTWARE_INSTALLATION_STATUS
         status = await self._parse_report(sid, event, protocol.InstallationStatus, data)
