@@ -355,46 +355,7 @@ async def test_a_server_process_that_dies_fails_the_calls_with_a_clear_error(
     assert _children() == []
 
 
-FORGETFUL_PROCESS_CONSOLE = """
-import asyncio, sys
-from pathlib import Path
-from console.server_process import ProcessServer
-from server.config import ServerConfig
-
-async def main():
-    config = ServerConfig(host="127.0.0.1", port=0, data_dir=Path(sys.argv[1]))
-    server = ProcessServer(config)
-    await server.start()
-    print(server.pid, flush=True)
-    raise SystemExit(5)  # as a broken loop would: no stop()
-
-if __name__ == "__main__":
-    asyncio.run(main())
-"""
-
-
-async def test_a_console_that_ends_without_stop_exits_and_stops_its_server(tmp_path):
-    """Nothing may wait at exit for the pipe (the reader thread is a daemon);
-    multiprocessing's exit handler then ends the server, which stops cleanly."""
-    script = tmp_path / "forgetful_console.py"
-    script.write_text(FORGETFUL_PROCESS_CONSOLE)
-    console = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(script),
-        str(tmp_path / "data"),
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert console.stdout is not None
-    line = await asyncio.wait_for(console.stdout.readline(), WAIT_S)
-    server = psutil.Process(int(line))
-
-    assert await asyncio.wait_for(console.wait(), WAIT_S) == 5
-    await asyncio.to_thread(server.wait, WAIT_S)  # raises if it is still running
-
-
-ABANDONING_CONSOLE = """
+CONSOLE_WITH_A_SERVER = """
 import asyncio, os, sys
 from pathlib import Path
 from console.server_process import ProcessServer
@@ -406,18 +367,20 @@ async def main():
     await server.start()
     print(server.pid, flush=True)
     sys.stdin.readline()
-    os._exit(3)  # as a crash would: no stop(), no exit handlers
+    {ending}
 
 if __name__ == "__main__":
     asyncio.run(main())
 """
 
 
-async def test_a_console_that_dies_leaves_no_server_behind(tmp_path):
-    """The console's end of the pipe closes with its process, however it ends; the
-    server then stops by itself, cleanly (its database committed), and exits."""
-    script = tmp_path / "abandoning_console.py"
-    script.write_text(ABANDONING_CONSOLE)
+async def _console_with_a_server(
+    tmp_path: Path, ending: str
+) -> tuple[asyncio.subprocess.Process, psutil.Process]:
+    """A console process with a started `ProcessServer` that, once told (a line
+    on its stdin), ends as `ending` says; the console and its server process."""
+    script = tmp_path / "console_with_a_server.py"
+    script.write_text(CONSOLE_WITH_A_SERVER.format(ending=ending))
     console = await asyncio.create_subprocess_exec(
         sys.executable,
         str(script),
@@ -427,14 +390,37 @@ async def test_a_console_that_dies_leaves_no_server_behind(tmp_path):
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
-    assert console.stdin is not None and console.stdout is not None
+    assert console.stdout is not None
     line = await asyncio.wait_for(console.stdout.readline(), WAIT_S)
-    server = psutil.Process(int(line))
+    return console, psutil.Process(int(line))
 
-    console.stdin.write(b"die\n")
+
+async def _tell_to_end(console: asyncio.subprocess.Process) -> int:
+    assert console.stdin is not None
+    console.stdin.write(b"end\n")
     await console.stdin.drain()
-    assert await console.wait() == 3
+    return await asyncio.wait_for(console.wait(), WAIT_S)
 
+
+async def test_a_console_that_ends_without_stop_exits_and_stops_its_server(tmp_path):
+    """Nothing may wait at exit for the pipe (the reader thread is a daemon);
+    multiprocessing's exit handler then ends the server, which stops cleanly."""
+    console, server = await _console_with_a_server(
+        tmp_path, "raise SystemExit(5)  # as a broken loop would: no stop()"
+    )
+
+    assert await _tell_to_end(console) == 5
+    await asyncio.to_thread(server.wait, WAIT_S)  # raises if it is still running
+
+
+async def test_a_console_that_dies_leaves_no_server_behind(tmp_path):
+    """The console's end of the pipe closes with its process, however it ends; the
+    server then stops by itself and exits, leaving its data folder free."""
+    console, server = await _console_with_a_server(
+        tmp_path, "os._exit(3)  # as a crash would: no stop(), no exit handlers"
+    )
+
+    assert await _tell_to_end(console) == 3
     # Not our child (the console was its parent): no exit code, only its end.
     await asyncio.to_thread(server.wait, WAIT_S)  # raises if it is still running
     assert not server.is_running()

@@ -184,13 +184,18 @@ async def test_agent_sending_disconnect_still_gets_its_jobs(server, raw, package
     assert job["deployment_id"] == deployment["id"]
 
 
-async def test_an_agent_named_after_the_consoles_room_is_refused(server):
-    intruder = FakeAgent(server.url, server.enrollment_token, protocol.CONSOLES_ROOM)
+async def _register_as(server, agent_id: str) -> dict:
+    """The answer to one `agent_register` as `agent_id` from a new connection."""
+    intruder = FakeAgent(server.url, server.enrollment_token, agent_id)
     await intruder.connect()
     try:
-        ack = await intruder.call(protocol.AGENT_REGISTER, intruder.registration())
+        return await intruder.call(protocol.AGENT_REGISTER, intruder.registration())
     finally:
         await intruder.close()
+
+
+async def test_an_agent_named_after_the_consoles_room_is_refused(server):
+    ack = await _register_as(server, protocol.CONSOLES_ROOM)
 
     assert ack["ok"] is False
     assert "reserved" in ack["error"]
@@ -200,14 +205,8 @@ async def test_an_agent_named_after_the_consoles_room_is_refused(server):
 async def test_an_agent_named_after_another_connection_is_refused(server, agent):
     """Every connection is in a room named after its sid: an agent of that name
     would receive the other connection's jobs."""
-    victim_sid = agent.sid
-    intruder = FakeAgent(server.url, server.enrollment_token, victim_sid)
-    await intruder.connect()
-    try:
-        ack = await intruder.call(protocol.AGENT_REGISTER, intruder.registration())
-    finally:
-        await intruder.close()
+    ack = await _register_as(server, agent.sid)
 
     assert ack["ok"] is False
     assert "reserved" in ack["error"]
-    assert [d["agent_id"] for d in await server.list_devices()] == []
+    assert await server.list_devices() == []
