@@ -303,6 +303,9 @@ async def test_killed_mid_install_reports_failed_state_unknown_after_restart(
     await first.reports.wait_for(
         lambda r: any(s["status"] == "installing" for s in r.of(1))
     )
+    # "installing" is reported as the installer starts; its first line may not
+    # have run yet (a full CI run stopped the agent before it had).
+    await _file_written(marker)
     await first.stop()  # the agent dies mid-install
 
     second = await start_runner(agent_config)
@@ -410,3 +413,18 @@ async def test_running_job_is_not_dropped_by_the_registration_answer(
 
     assert (await job_runner.reports.final(1))["status"] == "completed"
     assert marker.read_text() == "run\n"
+
+
+async def _file_written(path: Path, within: float = 30) -> None:
+    """Wait until the installer process has written `path`.
+
+    Polled: nothing signals a write by another process, and the installer is a
+    real process (a shell script), not something this test can hook.
+    """
+    async with asyncio.timeout(within):
+        while not _has_content(path):  # noqa: ASYNC110 -- no event to wait on
+            await asyncio.sleep(0.01)
+
+
+def _has_content(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
