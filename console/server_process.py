@@ -103,6 +103,7 @@ class ProcessServer(EmbeddedServer):
         self._first: asyncio.Future[Any] | None = None  # "started" or "start_failed"
         self._stopped: asyncio.Future[None] | None = None
         self._ended: asyncio.Future[int | None] | None = None  # the exit code
+        self._collector: Any = None
         self.on_lost: Callable[[int | None], Any] | None = None
         """Called (console thread) with the exit code if the running server
         process ends without having been asked to: killed, crashed."""
@@ -145,6 +146,12 @@ class ProcessServer(EmbeddedServer):
         )
         self._process.start()
         theirs.close()  # else the child's exit would not close the pipe for us
+        self._collector = _gui_collector()
+        if self._collector is not None:
+            # The reader thread allocates (it unpickles every message): with
+            # automatic collection on, a collection could run there and destroy
+            # a Qt object of the window on the wrong thread.
+            self._collector.acquire()
         self._pipe = ours
         # A daemon: a console that ends without stop() (its loop broke, say)
         # must not wait at exit for this thread's read, which only the child's
@@ -196,6 +203,9 @@ class ProcessServer(EmbeddedServer):
             self._pipe.close()
         log.debug("server process %s exited with %s", self._process.pid, code)
         self._process = self._pipe = self._reader = None
+        if self._collector is not None:
+            self._collector.release()
+            self._collector = None
 
     # --- calls ----------------------------------------------------------------------
 
@@ -320,6 +330,21 @@ class ProcessServer(EmbeddedServer):
                 self.on_lost(code)
             except Exception:  # the report of a loss must not hide it
                 log.exception("on_lost failed")
+
+
+def _gui_collector() -> Any:
+    """`console.loop.gui_collector` when a Qt application runs in this process,
+    else None (a script without a window). Imported here, not at the top: the
+    server's child process imports this module and needs no Qt."""
+    try:
+        from PySide6.QtCore import QCoreApplication
+    except ImportError:
+        return None
+    if QCoreApplication.instance() is None:
+        return None
+    from console.loop import gui_collector
+
+    return gui_collector
 
 
 def _forwarded_log_level() -> int:

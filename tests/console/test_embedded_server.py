@@ -263,6 +263,21 @@ async def test_a_console_collects_garbage_on_its_own_thread_whatever_the_server(
     assert gc.isenabled() == enabled_before
 
 
+async def test_garbage_is_collected_on_the_console_thread_while_a_server_process_runs(
+    qapp, config
+):
+    """Its pipe's reader thread allocates: no collection may run there."""
+    enabled_before = gc.isenabled()
+    server = ProcessServer(config)
+    await server.start()
+    try:
+        assert not gc.isenabled()
+    finally:
+        await server.stop()
+
+    assert gc.isenabled() == enabled_before
+
+
 def test_the_collector_collects_what_is_due_and_nothing_else(qapp):
     shared_interpreter.acquire()  # automatic collection off, as with a server
     try:
