@@ -1,12 +1,19 @@
 """`ThreadedServer`: the embedded `DeployServer` on a thread and event loop of its own.
 
-Why a thread: with the server on the window's qasync loop, every Socket.IO read,
-registration and status report of thousands of agents ran between two repaints,
-and the window lagged (benchmark 4: loop lag p99 49-75 ms at 500 devices, 113 ms
-and a 1.45 s pause at 2,000). Here the server runs on an asyncio loop of its own
-(uvloop's where it exists, as in `deploy-server`) in a thread called
-"deploy-server"; the window's loop only hears of it through a few thread-safe
-calls.
+`deploy-console` no longer uses it: its server runs in a child process
+(`console.server_process.ProcessServer`), because on a thread it shares the
+interpreter lock with the window (at 4,000 devices reporting, 1,700 reports/s
+acknowledged and a loop lag p99 of 320 ms). It stays for the tests that need the
+server's internals (`on_server_loop`) and for comparison in the benchmark
+(`BENCH_CONSOLE_SERVER=thread`).
+
+Why a thread at first: with the server on the window's qasync loop, every
+Socket.IO read, registration and status report of thousands of agents ran
+between two repaints, and the window lagged (benchmark 4: loop lag p99 49-75 ms
+at 500 devices, 113 ms and a 1.45 s pause at 2,000). Here the server runs on an
+asyncio loop of its own (uvloop's where it exists, as in `deploy-server`) in a
+thread called "deploy-server"; the window's loop only hears of it through a few
+thread-safe calls.
 
 Thread affinity, written down once:
 
